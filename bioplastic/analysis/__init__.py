@@ -1,0 +1,1 @@
+"""bioplastic.analysis (under construction)."""

@@ -1,0 +1,1 @@
+"""bioplastic.data (under construction)."""

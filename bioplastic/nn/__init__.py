@@ -1,0 +1,1 @@
+"""bioplastic.nn (under construction)."""

@@ -1,0 +1,1 @@
+"""bioplastic.rate (under construction)."""

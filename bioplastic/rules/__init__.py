@@ -1,0 +1,1 @@
+"""bioplastic.rules (under construction)."""

@@ -1,0 +1,1 @@
+"""bioplastic.theory (under construction)."""

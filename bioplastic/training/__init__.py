@@ -1,0 +1,1 @@
+"""bioplastic.training (under construction)."""

@@ -1,0 +1,1 @@
+"""Declarative model specs (TOML), installed as the package data ``bioplastic.specs``."""
