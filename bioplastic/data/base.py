@@ -1,0 +1,93 @@
+"""The in-memory dataset container shared by every training loader, and the loader registry."""
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bioplastic._checks import check_choice
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class ArrayDataset:
+    """A classification dataset held in memory as tensors.
+
+    Images stay in their compact stored dtype (``uint8``) and are turned into model inputs per batch,
+    on the training device, by ``transform`` (and, for training batches only, ``augment``).
+
+    Attributes
+    ----------
+    name : str
+        Dataset name (``"mnist"``, ``"digits"``, ``"cifar10"``).
+    x_train, x_test : torch.Tensor
+        Inputs, shape (N, ...) (images (N, C, H, W)), stored dtype (uint8 for images).
+    y_train, y_test : torch.Tensor
+        Integer class labels, shape (N,), dtype int64.
+    classes : list of str
+        Class names, ``len(classes)`` is the number of outputs d.
+    transform : callable
+        ``transform(x_batch) -> float tensor`` (scaling, normalisation); runs on the batch's device.
+    augment : callable or None
+        ``augment(x_float_batch, generator) -> tensor`` applied to training batches after ``transform``.
+    meta : dict
+        Provenance: source files, citation, sizes.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]
+    transform: Transform
+    augment: Augment | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+# name -> "module:function"; loaders take ``path`` (None for embedded data) and keyword options.
+_LOADERS = {
+    "mnist": "bioplastic.data.mnist:load_mnist",
+    "digits": "bioplastic.data.digits:load_digits",
+    "cifar10": "bioplastic.data.cifar10:load_cifar10",
+}
+DATASETS = tuple(_LOADERS)
+
+
+def load_dataset(name: str, path: str | os.PathLike | None = None, **options: Any) -> ArrayDataset:
+    """Load a training dataset by name.
+
+    Parameters
+    ----------
+    name : {"mnist", "digits", "cifar10"}
+        ``mnist``: the MNIST subset embedded in the package (5,000 training / 10,000 test digits);
+        ``digits``: scikit-learn's 8x8 digits; ``cifar10``: from ``path`` (folder or zip files).
+    path : path-like, optional
+        Where the data lies, for datasets that are not embedded.
+    **options
+        Passed to the loader (e.g. ``grayscale=True`` for CIFAR-10).
+
+    Raises
+    ------
+    ValueError
+        Unknown dataset name (the message lists the known ones).
+    FileNotFoundError, ValueError
+        Missing or corrupt data files (the message names the file).
+    """
+    check_choice("dataset", name, DATASETS)
+    module, func = _LOADERS[name].split(":")
+    return getattr(importlib.import_module(module), func)(path=path, **options)
