@@ -1,1 +1,30 @@
-"""bioplastic.nn (under construction)."""
+"""The torch executor of the learning rules.
+
+``bioplastic.convert(model, rule)`` returns a copy of any ``torch.nn.Module`` whose Linear and Conv2d layers
+run the rule's backward (one ``torch.autograd.Function`` per weight-layer type), with feedback parameters
+``B`` / ``D`` / ``P``, ``Q`` that get their rule's update as ``.grad`` during ``loss.backward()``.
+
+Functions
+---------
+convert            swap a model's weight layers (deep copy; the input is untouched)
+conversion_report  which layers were converted, which stay on backprop and why
+split_parameters   (forward_params, feedback_params)
+param_groups       optimiser parameter groups with the rule's feedback learning rate / weight decay
+feedback_step      call after each optimiser step (normative SVD re-initialisation)
+alignment          per-layer diagnostics: update cosine to backprop, feedback angle, subspace angle
+"""
+from __future__ import annotations
+
+from bioplastic.nn.convert import (
+    ConversionReport, LayerReport, conversion_report, convert, feedback_layers, feedback_step, param_groups,
+    split_parameters,
+)
+from bioplastic.nn.diagnostics import alignment
+from bioplastic.nn.functions import ErrorBus
+from bioplastic.nn.layers import FeedbackConv2d, FeedbackLayer, FeedbackLinear, truncated_svd
+
+__all__ = [
+    "convert", "conversion_report", "split_parameters", "param_groups", "feedback_step", "feedback_layers",
+    "alignment", "ConversionReport", "LayerReport", "FeedbackLinear", "FeedbackConv2d", "FeedbackLayer",
+    "ErrorBus", "truncated_svd",
+]

@@ -1,1 +1,41 @@
-"""bioplastic.training (under construction)."""
+"""Training: the training engine (``train``, ``TrainConfig``) and ``compare``, which trains learning rules
+side by side and returns an xarray Dataset (``bioplastic compare`` on the command line).
+
+Names
+-----
+compare        train rules x ranks x feedback learning x seeds; results as ``xarray.Dataset``
+load_results   read ``out/results.nc`` of a comparison
+load_model     the trained, converted model of one run of a comparison (``out/models/<run>.pt``)
+list_models    the runs whose models were saved
+plot_comparison, format_table   the figure and the printed table
+TrainConfig, RunResult, train   the training engine (``bioplastic.training.trainer``)
+"""
+from __future__ import annotations
+
+import importlib
+
+# Imported eagerly: the function ``compare`` must shadow the submodule of the same name (importing a
+# submodule binds it on the package once, at first import, which happens here).
+from bioplastic.training.compare import compare, list_models, load_model
+
+_LAZY = {
+    "load_results": "bioplastic.training.results",
+    "format_table": "bioplastic.training.results",
+    "plot_comparison": "bioplastic.training.plots",
+    "TrainConfig": "bioplastic.training.trainer",
+    "RunResult": "bioplastic.training.trainer",
+    "train": "bioplastic.training.trainer",
+}
+
+__all__ = sorted({"compare", "list_models", "load_model"} | set(_LAZY))
+
+
+def __getattr__(name: str):
+    # Lazy: matplotlib and the training engine load only when used.
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bioplastic.training' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,137 @@
+"""Retina + ventral-visual-stream (VVS) network of Lindsey, Ocko, Ganguli & Deny (2019).
+
+Lindsey et al. (2019, "A unified theory of early visual representations from retina to cortex through
+anatomically constrained deep CNNs", ICLR) model the retina as two convolutional layers feeding a deeper
+"ventral visual stream" trained on grayscale CIFAR-10: 9x9 kernels, 32 channels, ReLU, "same" padding, no
+pooling, then a fully connected layer (1024 units) and the classifier. A narrow retina output (the
+bottleneck, their N_BN of 1-4 channels) makes retinal units centre-surround and first VVS units oriented.
+Hanut & Kadmon (2025, arXiv:2502.20580) keep the forward path wide and constrain the *feedback* instead:
+low-rank error reaching the retina gives centre-surround receptive fields, full-rank error oriented ones.
+``models/retina_vvs.toml`` is that wide network; set ``bottleneck`` to Lindsey's N_BN for the forward
+bottleneck.
+
+Module names::
+
+    retina.conv1, retina.relu1, retina.conv2 (bottleneck channels), retina.relu2
+    vvs.conv{i}, vvs.relu{i}                 (i = 1 .. vvs_depth)
+    classifier.flatten, classifier.fc, classifier.relu, classifier.out
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+
+from bioplastic._checks import check_positive_int
+from bioplastic.architectures.spec import register
+
+__all__ = ["RetinaVVS", "retina_vvs", "RETINA_LAYERS"]
+
+#: The retina's layers (the outputs whose receptive fields :mod:`bioplastic.analysis.receptive_fields`
+#: measures): first layer (bipolar-like) and retina output (ganglion-cell-like).
+RETINA_LAYERS = ("retina.relu1", "retina.relu2")
+
+
+class RetinaVVS(nn.Module):
+    """Retina-net + VVS-net (Lindsey et al. 2019).
+
+    Parameters
+    ----------
+    in_channels : int
+        1 for grayscale input (the paper's setting).
+    n_classes : int
+        Number of outputs d.
+    image_size : int
+        Input height = width (32 for CIFAR-10); the FC layer's fan-in is ``channels * image_size ** 2``.
+    channels : int
+        Channels of the first retina layer and of every VVS layer (32).
+    bottleneck : int
+        Channels of the retina output (Lindsey's N_BN; equal to ``channels`` for no forward bottleneck).
+    kernel_size : int
+        Odd kernel side of every convolution (9), padded to keep the spatial size.
+    vvs_depth : int
+        Number of VVS convolutional layers (Lindsey's D_VVS).
+    fc_width : int
+        Units of the fully connected layer before the classifier (1024).
+
+    Notes
+    -----
+    Input (N, in_channels, image_size, image_size) -> logits (N, n_classes). Parameters:
+    ``k^2 (c_in C + C N_BN + N_BN C + (D-1) C^2) + (2 C + N_BN + (D-1) C)`` for the convolutions (weights and
+    biases), ``(C S^2 + 1) F + (F + 1) d`` for the FC layers, with k the kernel size, C ``channels``,
+    N_BN ``bottleneck``, D ``vvs_depth``, S ``image_size``, F ``fc_width``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        n_classes: int = 10,
+        image_size: int = 32,
+        channels: int = 32,
+        bottleneck: int = 32,
+        kernel_size: int = 9,
+        vvs_depth: int = 2,
+        fc_width: int = 1024,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("n_classes", n_classes), ("image_size", image_size),
+                            ("channels", channels), ("bottleneck", bottleneck), ("kernel_size", kernel_size),
+                            ("vvs_depth", vvs_depth), ("fc_width", fc_width)):
+            check_positive_int(name, value)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (same padding), got {kernel_size}")
+        self.image_size = image_size
+        pad = kernel_size // 2
+        self.retina = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(in_channels, channels, kernel_size, padding=pad)),
+            ("relu1", nn.ReLU()),
+            ("conv2", nn.Conv2d(channels, bottleneck, kernel_size, padding=pad)),
+            ("relu2", nn.ReLU()),
+        ]))
+        vvs: OrderedDict[str, nn.Module] = OrderedDict()
+        c_in = bottleneck
+        for i in range(1, vvs_depth + 1):
+            vvs[f"conv{i}"] = nn.Conv2d(c_in, channels, kernel_size, padding=pad)
+            vvs[f"relu{i}"] = nn.ReLU()
+            c_in = channels
+        self.vvs = nn.Sequential(vvs)
+        self.classifier = nn.Sequential(OrderedDict([
+            ("flatten", nn.Flatten()),
+            ("fc", nn.Linear(channels * image_size * image_size, fc_width)),
+            ("relu", nn.ReLU()),
+            ("out", nn.Linear(fc_width, n_classes)),
+        ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, n_classes) of images ``x`` (N, in_channels, image_size, image_size).
+
+        The convolutional layers accept any image size (receptive-field probing runs the retina on small
+        patches); the FC layer needs ``image_size``."""
+        return self.classifier(self.vvs(self.retina(x)))
+
+
+@register("retina_vvs")
+def retina_vvs(
+    *,
+    in_channels: int = 1,
+    n_classes: int = 10,
+    image_size: int = 32,
+    channels: int = 32,
+    bottleneck: int = 32,
+    kernel_size: int = 9,
+    vvs_depth: int = 2,
+    fc_width: int = 1024,
+    rule: dict | None = None,
+) -> RetinaVVS:
+    """Build a :class:`RetinaVVS` (registered architecture ``"retina_vvs"``). ``rule`` (the spec's conversion
+    suggestion) is read by the training code and ignored here.
+
+    Raises
+    ------
+    ValueError
+        Non-positive sizes or an even kernel size.
+    """
+    del rule
+    return RetinaVVS(in_channels=in_channels, n_classes=n_classes, image_size=image_size, channels=channels,
+                     bottleneck=bottleneck, kernel_size=kernel_size, vvs_depth=vvs_depth, fc_width=fc_width)

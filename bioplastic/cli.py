@@ -1,0 +1,159 @@
+"""The ``bioplastic`` command.
+
+``bioplastic compare`` trains learning rules side by side (default: backprop, feedback alignment, direct
+feedback alignment, sign symmetry and LDFA at ranks 1, 3, 10, adaptive and fixed, on the MNIST digits
+embedded in the package), prints a table and writes ``results.nc`` and ``figure.png`` to ``--out``.
+Run ``bioplastic compare --help`` for the options.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+log = logging.getLogger("bioplastic.cli")
+
+DEFAULT_OUT = "compare-results"
+# TrainConfig fields offered as flags that compare() takes through ``train_options``.
+_EXTRA_TRAIN_OPTIONS = ("momentum", "feedback_optimizer", "label_smoothing", "augment", "grad_clip",
+                        "eval_batch_size", "alignment_batch")
+
+
+def _rule_option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    if value.lower() == "none":
+        return key.strip(), None
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from bioplastic.training.compare import (DEFAULT_FEEDBACK_LEARNING, DEFAULT_MODELS, DEFAULT_RANKS,
+                                             DEFAULT_RULES)
+
+    parser = argparse.ArgumentParser(prog="bioplastic", description="bioplastic: learning without backpropagation")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    p = sub.add_parser(
+        "compare", help="train learning rules side by side; results.nc + figure.png",
+        description="Train learning rules side by side on one task (Hanut & Kadmon 2025, arXiv:2502.20580, "
+                    "and the feedback-alignment family). Prints a table (rule, rank, final test accuracy, "
+                    "alignment of each layer's update with backprop), writes OUT/results.nc (xarray), "
+                    "OUT/figure.png and the trained models OUT/models/<run>.pt. Re-running the same command "
+                    "with the same --out resumes: finished runs are skipped.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("what to compare")
+    g.add_argument("--rules", default=",".join(DEFAULT_RULES),
+                   help="comma-separated rule names (bp, fa, dfa, sign_symmetry, kolen_pollack, ldfa, direct_ldfa)")
+    g.add_argument("--ranks", default=",".join(map(str, DEFAULT_RANKS)),
+                   help="comma-separated feedback ranks for ldfa / direct_ldfa")
+    g.add_argument("--feedback-learning", default=",".join(DEFAULT_FEEDBACK_LEARNING),
+                   help="comma-separated ways LDFA's feedback learns (fixed, q_only, normative, local, oja); "
+                        "one run per way, labelled e.g. ldfa_normative, ldfa_fixed")
+    g.add_argument("--seeds", default="0", help="comma-separated seeds")
+    g.add_argument("--rule-option", action="append", type=_rule_option, default=[], metavar="KEY=VALUE",
+                   help="extra option for every low-rank rule, e.g. reinit_every=100 or error_clamp=1 (repeatable)")
+    g = p.add_argument_group("data and model")
+    g.add_argument("--dataset", default="mnist", help="mnist (embedded), digits (scikit-learn) or cifar10 "
+                   "(needs --data-path)")
+    g.add_argument("--data-path", default=None, help="folder or zip files of a dataset that is not embedded, "
+                   "e.g. ../shared/data/cifar10")
+    g.add_argument("--model", default=None, help="model spec name in models/ or a .toml path (default per "
+                   "dataset: " + ", ".join(f"{k}: {v}" for k, v in DEFAULT_MODELS.items()) + ")")
+    g.add_argument("--max-train", type=int, default=None, help="train on the first N training examples only")
+    g = p.add_argument_group("training recipe (default: the model spec's [training] table)")
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--lr", type=float, default=None, help="learning rate of the forward weights")
+    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=None)
+    g.add_argument("--weight-decay", type=float, default=None)
+    g.add_argument("--feedback-lr", type=float, default=None, help="learning rate of the feedback weights")
+    g.add_argument("--feedback-weight-decay", type=float, default=None)
+    g.add_argument("--schedule", choices=("constant", "cosine"), default=None)
+    g.add_argument("--warmup-epochs", type=float, default=None)
+    g.add_argument("--momentum", type=float, default=None, help="SGD momentum")
+    g.add_argument("--feedback-optimizer", choices=("adam", "adamw", "sgd"), default=None,
+                   help="optimiser of the feedback weights")
+    g.add_argument("--label-smoothing", type=float, default=None)
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="the dataset's augmentation (e.g. random shifts) on training batches")
+    g.add_argument("--grad-clip", type=float, default=None, help="clip the forward gradients' global norm")
+    g.add_argument("--eval-batch-size", type=int, default=None)
+    g.add_argument("--alignment-batch", type=int, default=None, help="test samples used for the alignment")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
+    g.add_argument("--alignment", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure per-layer alignment with backprop every epoch")
+    g = p.add_argument_group("running")
+    g.add_argument("--device", default="auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    g.add_argument("--out", default=DEFAULT_OUT, help="output folder (resumed if it holds finished runs)")
+    g.add_argument("--models", action=argparse.BooleanOptionalAction, default=True,
+                   help="save the trained models to OUT/models")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    return parser
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    import bioplastic
+    from bioplastic.training.results import RESULTS_FILE, format_table
+
+    kwargs = dict(
+        rules=args.rules, ranks=args.ranks, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset,
+        out=args.out, feedback_learning=args.feedback_learning, model=args.model, data_path=args.data_path,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        feedback_lr=args.feedback_lr, feedback_weight_decay=args.feedback_weight_decay,
+        schedule=args.schedule, warmup_epochs=args.warmup_epochs, amp=args.amp, compile=args.compile,
+        device=args.device, max_train=args.max_train, alignment=args.alignment,
+        rule_options=dict(args.rule_option), progress=args.progress, keep_models=args.models,
+    )
+    extra = {name: getattr(args, name) for name in _EXTRA_TRAIN_OPTIONS if getattr(args, name) is not None}
+    if extra:
+        kwargs["train_options"] = extra
+    ds = bioplastic.compare(**kwargs)
+    sys.stdout.write(format_table(ds) + "\n")
+    sys.stdout.write(f"\nresults: {args.out}/{RESULTS_FILE}\nfigure:  {args.out}/figure.png\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bioplastic`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 for bad arguments or data (the message names the problem),
+        130 after Ctrl-C (finished runs are saved; the same command resumes).
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "compare":
+            return _run_compare(args)
+    except (ValueError, FileNotFoundError) as exc:
+        log.debug("details", exc_info=True)
+        parser.exit(2, f"bioplastic {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        log.warning("interrupted; finished runs are saved in %s (run the same command to resume)",
+                    getattr(args, "out", "?"))
+        return 130
+    return 0  # pragma: no cover - argparse requires a command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

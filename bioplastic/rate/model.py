@@ -1,0 +1,541 @@
+"""Rate networks with an explicit low-dimensional feedback population: the model objects.
+
+One network object, two backends (``net.run(..., backend="torch" | "brian2")``). The model follows the
+low-dimensional feedback alignment (LDFA) of Hanut & Kadmon, "Training Large Neural Networks With
+Low-Dimensional Error Feedback" (arXiv:2502.20580, 2025), written in continuous time for rate neurons:
+
+Forward (somatic) dynamics, for every hidden and the output population ``l``::
+
+    tau_l dr_l/dt = -r_l + f_l(I_l),     I_l = W_l r_{l-1} + b_l
+
+with ``r_0`` the stimulus (the input population is clamped to it). Rates and currents are dimensionless
+(a rate divided by a reference rate); time constants are in seconds.
+
+Output error population (``d`` units, one per output neuron)::
+
+    tau_e de/dt = -e + (y - r_out)
+
+At steady state ``e = y - r_out = -dL/dI_out`` for the loss paired with the output transfer function
+(``linear``: squared error, ``sigmoid``: binary cross-entropy), so ``e`` is the teaching signal of the
+output layer (target minus output).
+
+Feedback population(s) of ``r`` units (``r`` = ``rank``), linear rate units::
+
+    tau_z dz/dt = -z + t_src P          (P: (n_src, r))
+
+and the apical (dendritic) compartment of hidden population ``j``::
+
+    a_j = z Q_j                          (Q_j: (r, n_j))
+
+which does not drive the rate but gates plasticity through the teaching signal ``t_j = f'(I_j) * a_j``.
+``wiring="direct"``: one feedback population gets the output error (``t_src = e``) and sends it to every
+hidden population (the DFA-like ``direct_ldfa`` of the rule core, with one ``P`` shared by all layers).
+``wiring="layerwise"``: hidden population ``j`` has its own feedback population, driven by the teaching
+signal of the population above (``t_{j+1}``, or ``e`` for the last hidden population): the ``ldfa`` rule.
+
+Plasticity (three factors, local at each synapse, per unit time, active while the plasticity gate is on)::
+
+    dW_l/dt = eta * t_l^T r_{l-1}        db_l/dt = eta * t_l       (t_out = e)
+
+averaged over parallel trials. Feedback learning (``FeedbackPopulation.learning``), the continuous-time
+forms of section 2 of the science notes (``docs/rate.md``), all with rate ``eta_fb`` (1/s):
+
+- ``fixed``: P and Q frozen (the control).
+- ``kolen_pollack``: P frozen, Q by the Kolen-Pollack rule ``dQ/dt = eta_fb (z^T r_pre - lambda Q)`` so
+  that ``Q -> P^T W`` (the rule core's ``q_only``; Kolen & Pollack 1994, Akrout et al. 2019; direct
+  wiring: the direct Kolen-Pollack rule of Webster et al. 2020).
+- ``local``: both factors, the synapse-local rule ``dP/dt = eta_fb (t_src^T (r_pre Q^T) - lambda P)``,
+  ``dQ/dt = eta_fb (z^T r_pre - lambda Q)`` (the factorised Kolen-Pollack rule of the paper's v4).
+- ``oja``: P by Oja's subspace rule on the error covariance, ``dP/dt = eta_fb (t_src - P z)^T z``
+  (Oja 1982, 1989; columns of P converge to the top-r principal subspace of ``<t_src^T t_src>``), Q by
+  Kolen-Pollack as above.
+
+Learning rates are defined per unit time, so halving ``dt`` does not change the learning trajectory.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+
+from bioplastic._checks import check_choice, check_finite, check_positive_int
+from bioplastic.rate.activations import ACTIVATIONS, OUTPUT_ACTIVATIONS
+from bioplastic.rate.units import to_si
+
+Wiring = Literal["direct", "layerwise"]
+WIRINGS: tuple[str, ...] = ("direct", "layerwise")
+FeedbackRule = Literal["fixed", "kolen_pollack", "local", "oja"]
+FEEDBACK_RULES: tuple[str, ...] = ("fixed", "kolen_pollack", "local", "oja")
+Backend = Literal["torch", "brian2"]
+BACKENDS: tuple[str, ...] = ("torch", "brian2")
+ERROR_POPULATION = "error"
+
+
+@dataclass(frozen=True)
+class Population:
+    """A population of rate neurons, ``tau dr/dt = -r + f(I)``.
+
+    Parameters
+    ----------
+    name : str
+        Unique name (used as the ``population`` coordinate of recordings). ``"error"`` and names starting
+        with ``"feedback"`` are reserved.
+    size : int
+        Number of neurons.
+    tau : float or brian2 time quantity, default 0.01
+        Membrane (rate) time constant; floats are seconds. Ignored for the input population, whose rates
+        are clamped to the stimulus.
+    activation : {"relu", "tanh", "sigmoid", "softplus", "linear"}, default "relu"
+        Transfer function ``f``. For the output population only ``"linear"`` (paired with squared error) and
+        ``"sigmoid"`` (paired with binary cross-entropy) are allowed.
+
+    Raises
+    ------
+    ValueError
+        Bad size, unknown activation, a ``tau`` with the wrong unit or not > 0.
+    """
+
+    name: str
+    size: int
+    tau: float = 0.01
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"population name must be a Python identifier, got {self.name!r}")
+        check_positive_int(f"size of population {self.name!r}", self.size)
+        object.__setattr__(self, "tau", to_si(f"tau of population {self.name!r}", self.tau, "second"))
+        check_choice(f"activation of population {self.name!r}", self.activation, ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class FeedbackPopulation:
+    """The low-dimensional feedback pathway: ``rank`` linear feedback units per feedback population.
+
+    Parameters
+    ----------
+    rank : int
+        Number of feedback units ``r`` (the rank of the feedback). Must not exceed the output size ``d`` nor
+        any hidden width (checked by :class:`RateNetwork`).
+    wiring : {"direct", "layerwise"}, default "direct"
+        ``direct``: one population gets the output error and projects to every hidden population;
+        ``layerwise``: one population per hidden population, driven by the teaching signal of the
+        population above.
+    learning : {"fixed", "kolen_pollack", "local", "oja"}, default "oja"
+        How P and Q learn (see the module docstring); ``fixed`` is the control.
+    tau : float or brian2 time quantity, default 0.005
+        Time constant of the feedback units (seconds).
+    learning_rate : float or brian2 rate quantity, default 1.0
+        ``eta_fb`` in 1/second.
+    weight_decay : float, default 0.0
+        ``lambda`` (dimensionless) of the Kolen-Pollack and local rules (not used by Oja's rule for P).
+
+    Raises
+    ------
+    ValueError
+        Unknown wiring / learning, rank < 1, wrong units or signs.
+    """
+
+    rank: int
+    wiring: str = "direct"
+    learning: str = "oja"
+    tau: float = 0.005
+    learning_rate: float = 1.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_positive_int("feedback rank", self.rank)
+        check_choice("feedback wiring", self.wiring, WIRINGS)
+        check_choice("feedback learning", self.learning, FEEDBACK_RULES)
+        object.__setattr__(self, "tau", to_si("tau of the feedback population", self.tau, "second"))
+        object.__setattr__(self, "learning_rate",
+                           to_si("feedback learning_rate", self.learning_rate, "1/second", allow_zero=True))
+        object.__setattr__(self, "weight_decay",
+                           to_si("feedback weight_decay", self.weight_decay, "1", allow_zero=True))
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A weight matrix of the network (read-only description; the values live in ``RateNetwork``).
+
+    Attributes
+    ----------
+    name : str
+        Key in :attr:`RateNetwork.weights` (``"W_<post>"``, ``"P"``/``"P_<hidden>"``, ``"Q_<hidden>"``).
+    pre, post : str
+        Source and target populations. Weights have shape ``(post.size, pre.size)`` for forward weights,
+        ``(pre.size, rank)`` for P (the PyTorch/science-notes convention ``z = t P``) and
+        ``(rank, post.size)`` for Q (``a = z Q``).
+    kind : {"forward", "feedback_P", "feedback_Q"}
+    plastic : bool
+        Whether the projection learns.
+    target : str
+        The post-synaptic variable it drives: ``"I"`` (soma), ``"u"`` (feedback unit) or ``"apical"``.
+    """
+
+    name: str
+    pre: str
+    post: str
+    kind: str
+    plastic: bool
+    target: str
+
+
+@dataclass(frozen=True)
+class FeedbackGroup:
+    """One feedback population: its source of teaching signal, its targets and its P / Q projections."""
+
+    name: str
+    source: str  # "error" or the hidden population above
+    targets: tuple[str, ...]  # hidden populations receiving apical input
+    p_name: str
+    q_names: tuple[str, ...]
+
+
+class RateNetwork:
+    """A feedforward rate network with a low-dimensional feedback population (LDFA in continuous time).
+
+    See the module docstring for the equations (Hanut & Kadmon 2025, arXiv:2502.20580, written for rate
+    neurons). The network holds its weights as torch tensors; :meth:`run` simulates it with the ``torch``
+    or ``brian2`` backend and, when learning, updates the weights in place (like a brian2 ``Network``,
+    the object carries its state forward). Neural state (rates) starts at rest (zero) at every run.
+
+    Parameters
+    ----------
+    populations : sequence of Population
+        Input, hidden population(s) (at least one), output, in feedforward order.
+    feedback : FeedbackPopulation
+        The feedback pathway.
+    learning_rate : float or brian2 rate quantity, default 1.0
+        ``eta`` of the forward weights and biases, in 1/second.
+    tau_error : float or brian2 time quantity, default 0.005
+        Time constant of the output error population (seconds).
+    seed : int, default 0
+        Seed of the initial weights (same seed -> same weights on every device and backend).
+    dtype : torch.dtype, default torch.float32
+        Dtype of the weights and of the torch simulation (brian2 always runs in float64).
+    device : str or torch.device, default "cpu"
+
+    Raises
+    ------
+    ValueError
+        Fewer than three populations, duplicate or reserved names, an output activation other than
+        ``"linear"``/``"sigmoid"``, a feedback rank above the output size or a hidden width, wrong units.
+
+    Examples
+    --------
+    >>> net = RateNetwork.from_sizes([784, 256, 10], feedback_rank=10, feedback_learning="oja")
+    >>> rec = net.run(x[:100], y[:100], presentation=0.05, dt=0.001)   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        populations: Sequence[Population],
+        feedback: FeedbackPopulation,
+        *,
+        learning_rate: float = 1.0,
+        tau_error: float = 0.005,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        populations = tuple(populations)
+        if len(populations) < 3:
+            raise ValueError("a rate network needs an input, at least one hidden and an output population; "
+                             f"got {len(populations)} population(s)")
+        for p in populations:
+            if not isinstance(p, Population):
+                raise ValueError(f"populations must be Population objects, got {type(p).__name__}")
+        names = [p.name for p in populations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"population names must be unique, got {names}")
+        for n in names:
+            if n == ERROR_POPULATION or n.startswith("feedback"):
+                raise ValueError(f"population name {n!r} is reserved (error and feedback populations)")
+        if not isinstance(feedback, FeedbackPopulation):
+            raise ValueError(f"feedback must be a FeedbackPopulation, got {type(feedback).__name__}")
+        check_choice(f"activation of the output population {populations[-1].name!r}",
+                     populations[-1].activation, OUTPUT_ACTIVATIONS)
+        d = populations[-1].size
+        if feedback.rank > d:
+            raise ValueError(f"feedback rank {feedback.rank} exceeds the output size d={d}: the feedback "
+                             f"population carries the {d}-dimensional output error")
+        for p in populations[1:-1]:
+            if feedback.rank > p.size:
+                raise ValueError(f"feedback rank {feedback.rank} exceeds the width {p.size} of hidden "
+                                 f"population {p.name!r}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a torch floating dtype, got {dtype!r}")
+        self.populations = populations
+        self.feedback = feedback
+        self.learning_rate = to_si("learning_rate", learning_rate, "1/second", allow_zero=True)
+        self.tau_error = to_si("tau_error", tau_error, "second")
+        self.seed = check_positive_int("seed", seed, minimum=0)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self._weights = {k: v.to(dtype=dtype, device=self.device) for k, v in self.initial_weights().items()}
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def input(self) -> Population:
+        return self.populations[0]
+
+    @property
+    def hidden(self) -> tuple[Population, ...]:
+        return self.populations[1:-1]
+
+    @property
+    def output(self) -> Population:
+        return self.populations[-1]
+
+    def population(self, name: str) -> Population:
+        """The population called ``name`` (``ValueError`` listing the names if unknown)."""
+        for p in self.populations:
+            if p.name == name:
+                return p
+        check_choice("population", name, [p.name for p in self.populations])
+        raise AssertionError  # unreachable
+
+    @property
+    def feedback_groups(self) -> tuple[FeedbackGroup, ...]:
+        """The feedback population(s): one (direct) or one per hidden population (layerwise)."""
+        hid = [p.name for p in self.hidden]
+        if self.feedback.wiring == "direct":
+            return (FeedbackGroup("feedback", ERROR_POPULATION, tuple(hid), "P",
+                                  tuple(f"Q_{h}" for h in hid)),)
+        groups = []
+        for j, h in enumerate(hid):
+            source = hid[j + 1] if j + 1 < len(hid) else ERROR_POPULATION
+            groups.append(FeedbackGroup(f"feedback_{h}", source, (h,), f"P_{h}", (f"Q_{h}",)))
+        return tuple(groups)
+
+    def size_of(self, name: str) -> int:
+        """Number of units of any population, including ``"error"`` and the feedback populations."""
+        if name == ERROR_POPULATION:
+            return self.output.size
+        if name.startswith("feedback"):
+            return self.feedback.rank
+        return self.population(name).size
+
+    @property
+    def projections(self) -> tuple[Projection, ...]:
+        """Every weight matrix, forward first (feedforward order), then P and Q of each feedback group."""
+        out = []
+        for pre, post in zip(self.populations[:-1], self.populations[1:]):
+            out.append(Projection(f"W_{post.name}", pre.name, post.name, "forward", True, "I"))
+        rule = self.feedback.learning
+        for g in self.feedback_groups:
+            out.append(Projection(g.p_name, g.source, g.name, "feedback_P", rule in ("local", "oja"), "u"))
+            for q, t in zip(g.q_names, g.targets):
+                out.append(Projection(q, g.name, t, "feedback_Q", rule != "fixed", "apical"))
+        return tuple(out)
+
+    @property
+    def recorded_populations(self) -> tuple[str, ...]:
+        """Populations in recordings, in this order: hidden, output, error, feedback."""
+        return (tuple(p.name for p in self.populations[1:]) + (ERROR_POPULATION,)
+                + tuple(g.name for g in self.feedback_groups))
+
+    @property
+    def n_neurons(self) -> int:
+        """Number of simulated rate units (input excluded: it is clamped to the stimulus)."""
+        return sum(self.size_of(n) for n in self.recorded_populations)
+
+    # ------------------------------------------------------------------ weights
+    def initial_weights(self) -> dict[str, torch.Tensor]:
+        """The initial weights for :attr:`seed` (float64, CPU; independent of device and dtype).
+
+        Forward ``W_l ~ N(0, g^2 / n_{l-1})`` (``g = sqrt(2)`` for relu, else 1; He / LeCun scaling),
+        biases 0; ``P`` with orthonormal columns (QR of a Gaussian matrix, signs fixed by ``diag(R) > 0``);
+        ``Q_j ~ N(0, 1 / n_j)``, the scale of ``P^T W`` that the Kolen-Pollack rules converge to.
+        """
+        gen = torch.Generator().manual_seed(self.seed)
+        w: dict[str, torch.Tensor] = {}
+        for pre, post in zip(self.populations[:-1], self.populations[1:]):
+            gain = math.sqrt(2.0) if (pre is not self.input and pre.activation == "relu") else 1.0
+            w[f"W_{post.name}"] = torch.randn(post.size, pre.size, generator=gen, dtype=torch.float64) \
+                * (gain / math.sqrt(pre.size))
+            w[f"b_{post.name}"] = torch.zeros(post.size, dtype=torch.float64)
+        r = self.feedback.rank
+        for g in self.feedback_groups:
+            n_src = self.size_of(g.source)
+            gauss = torch.randn(n_src, r, generator=gen, dtype=torch.float64)
+            q_fac, r_fac = torch.linalg.qr(gauss)
+            w[g.p_name] = q_fac * torch.sign(torch.diagonal(r_fac)).where(torch.diagonal(r_fac) != 0,
+                                                                           torch.ones(r, dtype=torch.float64))
+            for qn, t in zip(g.q_names, g.targets):
+                n_t = self.size_of(t)
+                w[qn] = torch.randn(r, n_t, generator=gen, dtype=torch.float64) / math.sqrt(n_t)
+        return w
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in self._weights.items()}
+
+    @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        """A copy of every weight and bias (``W_<pop>``, ``b_<pop>``, ``P``/``P_<hidden>``, ``Q_<hidden>``)."""
+        return {k: v.detach().clone() for k, v in self._weights.items()}
+
+    def set_weights(self, weights: Mapping[str, Any], *, strict: bool = False) -> None:
+        """Replace some (or, with ``strict``, all) weights by copies of the given arrays.
+
+        Raises
+        ------
+        ValueError
+            Unknown name (lists the known ones), wrong shape, NaN/Inf, or missing names with ``strict``.
+            Nothing is changed when an error is raised.
+        """
+        new = {}
+        for k, v in weights.items():
+            check_choice("weight", k, sorted(self._weights))
+            t = torch.as_tensor(v).detach()
+            if tuple(t.shape) != tuple(self._weights[k].shape):
+                raise ValueError(f"weight {k!r} must have shape {tuple(self._weights[k].shape)}, "
+                                 f"got {tuple(t.shape)}")
+            check_finite(f"weight {k!r}", t)
+            new[k] = t.to(dtype=self.dtype, device=self.device).clone()
+        if strict and set(new) != set(self._weights):
+            raise ValueError(f"missing weights: {sorted(set(self._weights) - set(new))}")
+        self._weights.update(new)
+
+    def reset_weights(self) -> None:
+        """Restore the initial weights of :attr:`seed`."""
+        self._weights = {k: v.to(dtype=self.dtype, device=self.device) for k, v in self.initial_weights().items()}
+
+    def copy(self) -> RateNetwork:
+        """An independent copy (weights cloned)."""
+        new = copy.copy(self)
+        new._weights = {k: v.clone() for k, v in self._weights.items()}
+        return new
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> RateNetwork:
+        """A copy on another device and/or dtype."""
+        new = self.copy()
+        new.device = torch.device(device) if device is not None else self.device
+        new.dtype = dtype if dtype is not None else self.dtype
+        new._weights = {k: v.to(device=new.device, dtype=new.dtype) for k, v in self._weights.items()}
+        return new
+
+    # ------------------------------------------------------------------ configuration
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able configuration (everything but the weight values); ``from_dict`` inverts it."""
+        return {
+            "architecture": "rate_network",
+            "populations": [asdict(p) for p in self.populations],
+            "feedback": asdict(self.feedback),
+            "learning_rate": self.learning_rate,
+            "tau_error": self.tau_error,
+            "seed": self.seed,
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any], **overrides: Any) -> RateNetwork:
+        """Build from :meth:`to_dict` output (``overrides`` replace top-level keyword arguments)."""
+        cfg = {**dict(config), **overrides}
+        pops = [p if isinstance(p, Population) else Population(**p) for p in cfg["populations"]]
+        fb = cfg["feedback"]
+        fb = fb if isinstance(fb, FeedbackPopulation) else FeedbackPopulation(**fb)
+        dtype = cfg.get("dtype", torch.float32)
+        if isinstance(dtype, str):
+            check_choice("dtype", dtype, ("float32", "float64"))
+            dtype = getattr(torch, dtype)
+        return cls(pops, fb, learning_rate=cfg.get("learning_rate", 1.0), tau_error=cfg.get("tau_error", 0.005),
+                   seed=cfg.get("seed", 0), dtype=dtype, device=cfg.get("device", "cpu"))
+
+    @classmethod
+    def from_sizes(
+        cls,
+        sizes: Sequence[int],
+        *,
+        activation: str = "relu",
+        output_activation: str = "sigmoid",
+        tau: float = 0.01,
+        feedback_rank: int = 10,
+        wiring: str = "direct",
+        feedback_learning: str = "oja",
+        feedback_tau: float = 0.005,
+        feedback_learning_rate: float = 1.0,
+        feedback_weight_decay: float = 0.0,
+        **kwargs: Any,
+    ) -> RateNetwork:
+        """Feedforward network from layer sizes ``[n_in, n_hidden..., d]`` (populations ``input``,
+        ``hidden1``..., ``output``). Remaining keyword arguments go to :class:`RateNetwork`.
+        """
+        sizes = list(sizes)
+        if len(sizes) < 3:
+            raise ValueError(f"sizes needs input, at least one hidden and output sizes, got {sizes}")
+        pops = [Population("input", sizes[0], tau=tau, activation="linear")]
+        pops += [Population(f"hidden{i}", n, tau=tau, activation=activation) for i, n in enumerate(sizes[1:-1], 1)]
+        pops.append(Population("output", sizes[-1], tau=tau, activation=output_activation))
+        fb = FeedbackPopulation(feedback_rank, wiring=wiring, learning=feedback_learning, tau=feedback_tau,
+                                learning_rate=feedback_learning_rate, weight_decay=feedback_weight_decay)
+        return cls(pops, fb, **kwargs)
+
+    @classmethod
+    def from_spec(cls, spec: str | os.PathLike | Mapping[str, Any], **overrides: Any) -> RateNetwork:
+        """Build from a declarative spec (``models/rate_*.toml``, read with
+        :func:`bioplastic.architectures.load_spec`): keys ``sizes``, ``activation``, ``output_activation``,
+        ``tau``, ``tau_error``, ``learning_rate``, ``seed`` and a ``[feedback]`` table (``rank``, ``wiring``,
+        ``learning``, ``tau``, ``learning_rate``, ``weight_decay``). ``overrides`` replace top-level keys.
+
+        Raises
+        ------
+        ValueError
+            A spec whose ``architecture`` is not ``"rate_network"`` or with unknown keys.
+        """
+        from bioplastic.architectures.spec import load_spec
+
+        s = {**load_spec(dict(spec) if isinstance(spec, Mapping) else spec), **overrides}
+        if s.get("architecture") != "rate_network":
+            raise ValueError(f"spec {s.get('name')!r} has architecture {s.get('architecture')!r}, "
+                             "expected 'rate_network'")
+        fb = dict(s.get("feedback", {}))
+        allowed_fb = {"rank", "wiring", "learning", "tau", "learning_rate", "weight_decay"}
+        if set(fb) - allowed_fb:
+            raise ValueError(f"unknown [feedback] keys {sorted(set(fb) - allowed_fb)}; allowed: {sorted(allowed_fb)}")
+        allowed = {"name", "architecture", "description", "training", "feedback", "sizes", "activation",
+                   "output_activation", "tau", "tau_error", "learning_rate", "seed", "dtype"}
+        if set(s) - allowed:
+            raise ValueError(f"unknown rate-network spec keys {sorted(set(s) - allowed)}; allowed: {sorted(allowed)}")
+        if "sizes" not in s:
+            raise ValueError(f"rate-network spec {s.get('name')!r} has no 'sizes'")
+        kw: dict[str, Any] = {k: s[k] for k in ("activation", "output_activation", "tau", "tau_error",
+                                               "learning_rate", "seed") if k in s}
+        if "dtype" in s:
+            check_choice("dtype", s["dtype"], ("float32", "float64"))
+            kw["dtype"] = getattr(torch, s["dtype"])
+        rename = {"rank": "feedback_rank", "wiring": "wiring", "learning": "feedback_learning",
+                  "tau": "feedback_tau", "learning_rate": "feedback_learning_rate",
+                  "weight_decay": "feedback_weight_decay"}
+        kw.update({rename[k]: v for k, v in fb.items()})
+        return cls.from_sizes(s["sizes"], **kw)
+
+    def __repr__(self) -> str:
+        sizes = "-".join(str(p.size) for p in self.populations)
+        fb = self.feedback
+        return (f"RateNetwork({sizes}, feedback rank {fb.rank} {fb.wiring}/{fb.learning}, "
+                f"eta={self.learning_rate}/s, seed={self.seed}, {str(self.dtype).replace('torch.', '')}, "
+                f"{self.device})")
+
+    # ------------------------------------------------------------------ simulation
+    def run(self, stimuli: Any, targets: Any = None, *, backend: str = "torch", **options: Any):
+        """Present ``stimuli`` one after another and simulate; see :func:`bioplastic.rate.simulate`."""
+        from bioplastic.rate.simulate import simulate
+
+        return simulate(self, stimuli, targets, backend=backend, **options)
+
+    def predict(self, stimuli: Any, **options: Any) -> torch.Tensor:
+        """Output rates at the end of each presentation, learning off; see :func:`bioplastic.rate.predict`."""
+        from bioplastic.rate.simulate import predict
+
+        return predict(self, stimuli, **options)
+
+
+__all__ = ["Population", "FeedbackPopulation", "Projection", "FeedbackGroup", "RateNetwork", "WIRINGS",
+           "FEEDBACK_RULES", "BACKENDS", "ERROR_POPULATION"]

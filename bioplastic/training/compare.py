@@ -1,0 +1,584 @@
+"""``compare``: train several learning rules side by side and collect the results as an xarray Dataset.
+
+The main job of bioplastic (``bioplastic compare`` on the command line): backprop, feedback alignment,
+direct feedback alignment, sign symmetry and LDFA (Hanut & Kadmon 2025, arXiv:2502.20580) at several
+feedback ranks, adaptive and fixed, on real MNIST embedded in the package.
+
+Layout of the output folder ``out``::
+
+    out/results.nc            the comparison (see bioplastic.training.results), rewritten after every run
+    out/figure.png            accuracy per epoch per rule; accuracy against rank; alignment per layer
+    out/runs/<run>.nc         one finished run (the source of truth for resuming)
+    out/models/<run>.pt       the trained, converted model: state_dict + configs (see load_model)
+    out/checkpoints/<run>/    the trainer's per-epoch checkpoints of the run in progress
+
+``<run>`` is ``<rule label>-r<rank>-s<seed>`` (``<rule label>-s<seed>`` for rules without a rank), e.g.
+``ldfa_normative-r10-s0``, ``bp-s0``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import xarray as xr
+
+from bioplastic import io
+from bioplastic._checks import check_choice, check_positive_int
+from bioplastic.training import results as _results
+from bioplastic.training.results import NO_RANK, run_id, run_label
+
+log = logging.getLogger(__name__)
+
+LOW_RANK_RULES = ("ldfa", "direct_ldfa")
+"""Rules that take a feedback ``rank`` and a ``feedback_learning`` mode."""
+
+DEFAULT_RULES = ("bp", "fa", "dfa", "sign_symmetry", "ldfa")
+DEFAULT_RANKS = (1, 3, 10)
+DEFAULT_FEEDBACK_LEARNING = ("normative", "fixed")
+DEFAULT_SEEDS = (0,)
+DEFAULT_MODELS = {"mnist": "mlp_mnist", "digits": "mlp_digits", "cifar10": "cnn_small"}
+"""Model spec used for each dataset when ``model`` is not given."""
+
+# TrainConfig fields set by compare itself per run, not by the user.
+_PER_RUN_FIELDS = ("model", "rule", "rule_options", "seed")
+
+
+def _trainer():
+    """The training engine (imported lazily: a light ``import bioplastic.training``)."""
+    from bioplastic.training import trainer
+
+    return trainer
+
+
+def _split_list(name: str, values: Any, cast=str) -> list:
+    """Accept a sequence or a comma-separated string; reject duplicates."""
+    if values is None:
+        return []
+    if isinstance(values, (str, int)) and not isinstance(values, bool):
+        values = [v for v in str(values).split(",") if v.strip()] if isinstance(values, str) else [values]
+    out = []
+    for v in values:
+        try:
+            out.append(cast(v.strip()) if isinstance(v, str) else cast(v))
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: cannot read {v!r} as {cast.__name__}") from None
+    dupes = sorted({str(v) for v in out if out.count(v) > 1})
+    if dupes:
+        raise ValueError(f"{name}: duplicate values {', '.join(dupes)}")
+    return out
+
+
+def _int(v: Any) -> int:
+    """int() that refuses bools and non-integral floats (a rank of 2.5 is an error, not 2)."""
+    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError(v)
+    return int(v)
+
+
+_int.__name__ = "int"
+
+
+def _max_rank(model: torch.nn.Module) -> int:
+    """Largest meaningful feedback rank: max over weight layers of min(out, in) (effective rank bound)."""
+    best = 0
+    for mod in model.modules():
+        if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+            w = mod.weight
+            best = max(best, min(w.shape[0], w[0].numel()))
+    return best
+
+
+def _check_device(device: str) -> str:
+    """Validate a torch device string; ``"auto"`` becomes ``"cuda"`` where available, else ``"cpu"``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} requested but MPS is not available; use device='cpu'")
+    return str(device)
+
+
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    rule: str
+    feedback_learning: str | None
+    rank: int
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return run_label(self.rule, self.feedback_learning)
+
+    @property
+    def id(self) -> str:
+        return run_id(self.label, self.rank, self.seed)
+
+
+def compare(
+    rules: Sequence[str] | str | None = None,
+    ranks: Sequence[int] | str | None = None,
+    seeds: Sequence[int] | str | None = None,
+    epochs: int | None = None,
+    dataset: str = "mnist",
+    out: str | os.PathLike | None = None,
+    *,
+    feedback_learning: Sequence[str] | str | None = None,
+    model: str | os.PathLike | Mapping[str, Any] | None = None,
+    data_path: str | os.PathLike | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    weight_decay: float | None = None,
+    feedback_lr: float | None = None,
+    feedback_weight_decay: float | None = None,
+    schedule: str | None = None,
+    warmup_epochs: float | None = None,
+    amp: bool | None = None,
+    compile: bool | None = None,
+    device: str = "auto",
+    max_train: int | None = None,
+    alignment: bool = True,
+    rule_options: Mapping[str, Any] | None = None,
+    train_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    keep_models: bool = True,
+    figure: bool = True,
+) -> xr.Dataset:
+    """Train learning rules side by side on one task and return the results as an xarray Dataset.
+
+    Every combination of rule, rank (low-rank rules only), feedback learning (low-rank rules only) and
+    seed is one training run of :func:`bioplastic.training.train` with the same model, data and recipe.
+    Adaptive and fixed LDFA are separate runs with separate ``rule`` labels (``"ldfa_normative"``,
+    ``"ldfa_fixed"``); rules without a rank are stored at ``rank = -1`` (see
+    :mod:`bioplastic.training.results`). The output layer always receives its exact error.
+
+    With ``out`` given, each finished run is written at once (``out/runs``, ``out/models``) and
+    ``out/results.nc`` is rewritten after every run, so an interrupted comparison (Ctrl-C, crash) keeps
+    its finished runs in a valid file. Calling ``compare`` again with the same arguments and ``out``
+    skips the finished runs, continues an unfinished one from its last per-epoch checkpoint, and gives a
+    file equal to an uninterrupted run's, except the machine-dependent ``wall_time``.
+
+    Parameters
+    ----------
+    rules : sequence of str or comma-separated str, optional
+        Names from :data:`bioplastic.rules.RULE_NAMES`. Default :data:`DEFAULT_RULES`
+        (``bp, fa, dfa, sign_symmetry, ldfa``).
+    ranks : sequence of int or comma-separated str, optional
+        Feedback ranks r for ``ldfa`` / ``direct_ldfa`` (absolute, 1 <= r <= the widest layer's
+        min(out, in)). Default :data:`DEFAULT_RANKS` (1, 3, 10).
+    seeds : sequence of int or comma-separated str, optional
+        One run per seed (weights, data order, augmentation, random feedback). Default ``(0,)``.
+    epochs : int, optional
+        Training epochs; default from the model spec's ``[training]`` table.
+    dataset : {"mnist", "digits", "cifar10"}
+        ``mnist``: the 5,000/10,000 MNIST digits embedded in the package; ``digits``: scikit-learn's
+        8x8 digits; ``cifar10``: the CIFAR-10 files at ``data_path``.
+    out : path-like, optional
+        Output folder (created). None: nothing is written, no resume, no saved models.
+    feedback_learning : sequence of str or comma-separated str, optional
+        How LDFA's feedback weights learn, from :data:`bioplastic.rules.FEEDBACK_LEARNING`; one run per
+        mode. Default ``("normative", "fixed")``: adaptive and fixed random feedback.
+    model : str, path-like or dict, optional
+        Model spec (name in ``models/``, TOML path or dict). Default per dataset: :data:`DEFAULT_MODELS`.
+    data_path : path-like, optional
+        Folder or zip files of a dataset that is not embedded (``cifar10``).
+    batch_size, lr, optimizer, weight_decay, feedback_lr, feedback_weight_decay, schedule, \
+warmup_epochs, amp, compile : optional
+        Training recipe (see :class:`bioplastic.training.TrainConfig`); None takes the model spec's
+        ``[training]`` value, else the ``TrainConfig`` default.
+    device : str
+        Torch device, e.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``"auto"``: CUDA where available, else
+        CPU (resolved here and stored, so a resumed comparison must run on the same kind of device).
+    max_train : int, optional
+        Train on the first ``max_train`` training examples only.
+    alignment : bool
+        Measure per-layer alignment with backprop after every epoch (:func:`bioplastic.nn.alignment`).
+    rule_options : mapping, optional
+        Extra options for :func:`bioplastic.rules.make` applied to every low-rank run (e.g.
+        ``{"reinit_every": 100, "error_clamp": 1.0}``).
+    train_options : mapping, optional
+        Any further :class:`TrainConfig` fields.
+    progress : bool
+        tqdm progress bars (runs and epochs).
+    keep_models : bool
+        Save every trained model to ``out/models`` (see :func:`load_model`).
+    figure : bool
+        Write ``out/figure.png`` at the end (see :func:`bioplastic.training.plots.plot_comparison`).
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``rule``, ``rank``, ``seed``, ``epoch``, ``layer``; variables ``train_loss``,
+        ``test_loss``, ``test_accuracy`` (fraction), per-layer alignment (``update_cosine``,
+        ``feedback_angle``, ``subspace_angle``), ``status``, ``epochs_completed``, ``wall_time`` (s),
+        ``run_config``; attrs ``config`` (JSON) and ``bioplastic_version``.
+
+    Raises
+    ------
+    ValueError
+        Before any training: unknown rule, feedback learning, dataset, model spec or device (the
+        message lists the valid ones); a rank outside 1..max; duplicates; a model whose input or
+        output does not fit the dataset; ``out`` holding runs made with a different configuration.
+    FileNotFoundError
+        A missing data file (the message names it).
+    KeyboardInterrupt
+        Re-raised after the finished runs are saved.
+
+    Examples
+    --------
+    >>> ds = bioplastic.compare(rules=["bp", "fa", "ldfa"], ranks=[1, 10], seeds=[0, 1], epochs=2,
+    ...                         dataset="mnist", out="runs/mnist")          # doctest: +SKIP
+    >>> ds.test_accuracy.isel(epoch=-1).mean("seed").to_pandas()           # doctest: +SKIP
+    """
+    from bioplastic import rules as rules_mod
+    from bioplastic.architectures.spec import build_model, load_spec
+    from bioplastic.data import DATASETS, load_dataset
+
+    # ---------------------------------------------------------------- validation (before any training)
+    rule_names = _split_list("rules", DEFAULT_RULES if rules is None else rules)
+    if not rule_names:
+        raise ValueError("rules is empty; give at least one of " + ", ".join(rules_mod.RULE_NAMES))
+    for name in rule_names:
+        check_choice("rule", name, rules_mod.RULE_NAMES)
+    fl_names = _split_list("feedback_learning",
+                           DEFAULT_FEEDBACK_LEARNING if feedback_learning is None else feedback_learning)
+    for name in fl_names:
+        check_choice("feedback learning", name, rules_mod.FEEDBACK_LEARNING)
+    rank_values = _split_list("ranks", DEFAULT_RANKS if ranks is None else ranks, _int)
+    seed_values = _split_list("seeds", DEFAULT_SEEDS if seeds is None else seeds, _int)
+    if not seed_values:
+        raise ValueError("seeds is empty; give at least one seed")
+    for s in seed_values:
+        check_positive_int("seed", s, minimum=0)
+    low_rank = [r for r in rule_names if r in LOW_RANK_RULES]
+    if low_rank and not rank_values:
+        raise ValueError(f"rules {low_rank} need at least one rank (ranks is empty)")
+    if low_rank and not fl_names:
+        raise ValueError(f"rules {low_rank} need at least one feedback learning mode; allowed: "
+                         + ", ".join(rules_mod.FEEDBACK_LEARNING))
+    check_choice("dataset", dataset, DATASETS)
+    device = _check_device(device)
+    if max_train is not None:
+        check_positive_int("max_train", max_train)
+    spec = _jsonable(load_spec(DEFAULT_MODELS[dataset] if model is None else model))
+
+    trainer = _trainer()
+    field_names = {f.name for f in dataclasses.fields(trainer.TrainConfig)}
+    explicit = {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+        "weight_decay": weight_decay, "feedback_lr": feedback_lr,
+        "feedback_weight_decay": feedback_weight_decay, "schedule": schedule,
+        "warmup_epochs": warmup_epochs, "amp": amp, "compile": compile, "device": device,
+        "max_train": max_train, "alignment": alignment,
+    }
+    for key, value in dict(train_options or {}).items():
+        if key in _PER_RUN_FIELDS:
+            raise ValueError(f"train_options may not set {key!r}; compare sets it per run")
+        explicit[key] = value
+    unknown = sorted(k for k, v in explicit.items() if v is not None and k not in field_names)
+    if unknown:
+        raise ValueError(f"unknown training options {unknown}; TrainConfig fields: {sorted(field_names)}")
+    if epochs is not None:
+        check_positive_int("epochs", epochs)
+    # None: TrainConfig takes the spec's [training] recipe, else its own defaults.
+    base = {k: v for k, v in explicit.items() if v is not None}
+    if dataset == "cifar10" and data_path is None:
+        raise ValueError("dataset 'cifar10' is not embedded: give data_path (a folder, or the folder of the "
+                         "zip files cifar10-jpeg-train.zip / cifar10-jpeg-test.zip)")
+    extra_rule_options = dict(rule_options or {})
+    for key in ("rank", "rank_fraction", "feedback_learning"):
+        if key in extra_rule_options:
+            raise ValueError(f"rule_options may not set {key!r}; use the ranks / feedback_learning arguments")
+
+    runs: list[_Run] = []
+    grid_rules: list[tuple[str, str | None]] = []
+    for name in rule_names:
+        if name in LOW_RANK_RULES:
+            grid_rules += [(name, fl) for fl in fl_names]
+        else:
+            grid_rules.append((name, None))
+    grid_ranks = ([NO_RANK] if any(r not in LOW_RANK_RULES for r in rule_names) else []) + (
+        sorted(rank_values) if low_rank else [])
+    for seed in seed_values:  # seed outermost: an interrupted comparison has whole seeds first
+        for name, fl in grid_rules:
+            for rank in (sorted(rank_values) if name in LOW_RANK_RULES else [NO_RANK]):
+                runs.append(_Run(name, fl, rank, seed))
+
+    probe = build_model(spec)
+    if low_rank:
+        top = _max_rank(probe)
+        bad = [r for r in rank_values if not 1 <= r <= top]
+        if bad:
+            raise ValueError(f"rank {bad} out of range for model {spec.get('name', '?')!r}: valid ranks are "
+                             f"1..{top} (the largest min(out, in) of its weight layers)")
+
+    # Rule options are validated by building every rule once (cheap, no training).
+    def options_of(run: _Run) -> dict[str, Any]:
+        if run.rule in LOW_RANK_RULES:
+            return {"rank": run.rank, "feedback_learning": run.feedback_learning, **extra_rule_options}
+        return {}
+
+    for run in runs:
+        try:
+            rules_mod.make(run.rule, **options_of(run))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"invalid options for rule {run.rule!r} ({options_of(run)}): {exc}") from exc
+
+    # The data: a missing or corrupt file fails here, before any training.
+    data = load_dataset(dataset, path=data_path)
+    _check_model_fits(probe, data, spec)
+    del probe
+
+    def config_of(run: _Run):
+        return trainer.TrainConfig(model=spec, rule=run.rule, rule_options=options_of(run), seed=run.seed,
+                                   **base)
+
+    configs = {run: config_of(run) for run in runs}  # TrainConfig validates its own fields here
+    n_epochs = configs[runs[0]].epochs
+    compare_config = {
+        "rules": rule_names, "ranks": sorted(rank_values) if low_rank else [],
+        "feedback_learning": fl_names if low_rank else [], "seeds": seed_values, "dataset": dataset,
+        "data_path": None if data_path is None else str(data_path), "model": spec,
+        "train": _jsonable({k: v for k, v in configs[runs[0]].to_dict().items() if k not in _PER_RUN_FIELDS}),
+        "rule_options": _jsonable(extra_rule_options), "n_train": int(data.x_train.shape[0]),
+        "n_test": int(data.x_test.shape[0]),
+    }
+    grid = {"rules": grid_rules, "ranks": grid_ranks, "seeds": seed_values, "epochs": n_epochs,
+            "requested": {(r.label, r.rank, r.seed) for r in runs}, "config": compare_config}
+
+    # ---------------------------------------------------------------- resume
+    writer = _is_main_process() and out is not None
+    out_dir = Path(out) if out is not None else None
+    finished: dict[_Run, xr.Dataset] = {}
+    if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"out {out_dir} exists and is not a folder")
+        for run in runs:
+            path = out_dir / "runs" / f"{run.id}.nc"
+            if path.exists():
+                ds = io.load(path)
+                wanted = json.dumps(_jsonable(configs[run].to_dict()), sort_keys=True)
+                if ds.attrs.get("requested_config") != wanted:
+                    raise ValueError(
+                        f"{path} was made with a different configuration than requested now "
+                        f"({_diff(ds.attrs.get('requested_config'), wanted)}); use another out folder or "
+                        f"delete that file to retrain the run")
+                finished[run] = ds
+        if finished:
+            log.info("resuming in %s: %d of %d runs already finished", out_dir, len(finished), len(runs))
+
+    def merged() -> xr.Dataset:
+        return _results.merge_runs([finished[r] for r in runs if r in finished], **grid)
+
+    def write() -> xr.Dataset:
+        ds = merged()
+        if writer:
+            io.save(ds, out_dir / _results.RESULTS_FILE)
+        return ds
+
+    # ---------------------------------------------------------------- training
+    todo = [r for r in runs if r not in finished]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(runs), initial=len(finished), desc="compare", unit="run", disable=not progress)
+    try:
+        if writer:
+            write()
+        for run in todo:
+            bar.set_postfix_str(run.id)
+            ckpt = out_dir / "checkpoints" / run.id if out_dir is not None else None
+            t0 = time.perf_counter()
+            result = trainer.train(configs[run], data, checkpoint_dir=ckpt, progress=progress)
+            seconds = float(getattr(result, "seconds", time.perf_counter() - t0))
+            ds = _results.run_to_dataset(result, rule=run.rule, feedback_learning=run.feedback_learning,
+                                         rank=run.rank, seed=run.seed, epochs=n_epochs, wall_time=seconds)
+            ds.attrs["requested_config"] = json.dumps(_jsonable(configs[run].to_dict()), sort_keys=True)
+            acc = ds["test_accuracy"].values
+            log.info("%s: %s after %d epochs, test accuracy %.2f%% (%.1f s)", run.id, result.status,
+                     result.epochs_completed, 100 * acc[-1], seconds)
+            if writer:
+                if keep_models:
+                    _atomic_torch_save(_model_record(result, run, configs[run]),
+                                       out_dir / "models" / f"{run.id}.pt")
+                io.save(ds, out_dir / "runs" / f"{run.id}.nc")
+                if ckpt is not None and ckpt.exists():
+                    shutil.rmtree(ckpt)
+            finished[run] = ds
+            write()
+            bar.update(1)
+    except KeyboardInterrupt:
+        log.warning("interrupted: %d of %d runs finished%s; run the same command again to resume",
+                    len(finished), len(runs), f" and saved in {out_dir / _results.RESULTS_FILE}" if writer else "")
+        raise
+    finally:
+        bar.close()
+
+    ds = write()
+    if writer and figure:
+        from bioplastic.training.plots import plot_comparison
+
+        plot_comparison(ds, out_dir / "figure.png")
+    return ds
+
+
+def _diff(old: str | None, new: str) -> str:
+    if not old:
+        return "no stored configuration"
+    a, b = json.loads(old), json.loads(new)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return "differs in " + ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)
+
+
+def _check_model_fits(model: torch.nn.Module, data: Any, spec: Mapping[str, Any]) -> None:
+    """Run two training examples through the model: input shape and number of outputs must fit."""
+    x = data.transform(data.x_train[:2])
+    try:
+        with torch.no_grad():
+            y = model.eval()(x)
+    except RuntimeError as exc:
+        raise ValueError(f"model spec {spec.get('name', '?')!r} does not accept {data.name} inputs of shape "
+                         f"{tuple(x.shape[1:])}: {exc}") from None
+    if y.ndim != 2 or y.shape[1] != data.n_classes:
+        raise ValueError(f"model spec {spec.get('name', '?')!r} gives outputs of shape {tuple(y.shape[1:])}, "
+                         f"dataset {data.name!r} has {data.n_classes} classes")
+
+
+def _model_record(result: Any, run: _Run, config: Any) -> dict[str, Any]:
+    from bioplastic import __version__
+
+    model = result.model
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    state = model.state_dict()  # the trainer returns the model on CPU
+    return {
+        "state_dict": state, "train_config": _jsonable(config.to_dict()), "rule": run.rule,
+        "feedback_learning": run.feedback_learning, "rank": run.rank, "seed": run.seed, "label": run.label,
+        "status": str(result.status), "bioplastic_version": __version__,
+    }
+
+
+_MODEL_FILE = re.compile(r"^(?P<label>[A-Za-z0-9_]+?)(?:-r(?P<rank>\d+))?-s(?P<seed>\d+)\.pt$")
+
+
+def list_models(out: str | os.PathLike) -> list[tuple[str, int, int]]:
+    """The saved models of a comparison, as (rule label, rank, seed) triples (rank -1: no rank)."""
+    found = []
+    for path in sorted((Path(out) / "models").glob("*.pt")):
+        m = _MODEL_FILE.match(path.name)
+        if m:
+            found.append((m["label"], int(m["rank"]) if m["rank"] else NO_RANK, int(m["seed"])))
+    return found
+
+
+def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed: int = 0, *,
+               feedback_learning: str | None = None, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a model trained by :func:`compare` (the converted module, trained weights, eval mode).
+
+    Parameters
+    ----------
+    out : path-like
+        The comparison's output folder (models are in ``out/models/<run>.pt``).
+    rule : str
+        A rule label of the results (``"bp"``, ``"ldfa_normative"``, ``"ldfa_fixed"``) or a rule name
+        (``"ldfa"``) with ``feedback_learning``. ``"ldfa"`` alone means the adaptive ``"ldfa_normative"``
+        when that run exists (or the only LDFA label present).
+    rank : int, optional
+        Feedback rank of low-rank rules; may be omitted when only one rank was trained.
+    seed : int
+        The run's seed.
+    feedback_learning : str, optional
+        With a rule name: which LDFA variant.
+    map_location : str or torch.device
+        Where to put the weights.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``bioplastic.convert(build_model(spec), rules.make(rule, **rule_options))`` with the trained
+        ``state_dict`` loaded, in eval mode. ``model.bioplastic_run`` holds the run's metadata
+        (train_config, rule, rank, seed, status).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such run in ``out/models`` (the message lists the saved runs).
+    ValueError
+        Ambiguous ``rule`` / ``rank`` (the message lists the candidates) or a corrupt model file (named).
+    """
+    from bioplastic import rules as rules_mod
+    from bioplastic.architectures.spec import build_model
+    from bioplastic.nn import convert
+
+    saved = list_models(out)
+    label = run_label(rule, feedback_learning)
+    labels = sorted({s[0] for s in saved})
+    if label not in labels and feedback_learning is None and rule in LOW_RANK_RULES:
+        candidates = [lab for lab in labels if lab.startswith(rule + "_")
+                      and lab[len(rule) + 1:] in rules_mod.FEEDBACK_LEARNING]
+        if run_label(rule, "normative") in candidates:
+            label = run_label(rule, "normative")
+        elif len(candidates) == 1:
+            label = candidates[0]
+        elif candidates:
+            raise ValueError(f"rule {rule!r} is ambiguous in {out}: give feedback_learning or one of {candidates}")
+    if rank is None:
+        rank_options = sorted({s[1] for s in saved if s[0] == label and s[2] == seed})
+        if len(rank_options) > 1:
+            raise ValueError(f"several ranks {rank_options} saved for {label!r}, seed {seed}: give rank")
+        rank = rank_options[0] if rank_options else NO_RANK
+    path = Path(out) / "models" / f"{run_id(label, int(rank), int(seed))}.pt"
+    if not path.exists():
+        listing = ", ".join(run_id(*s) for s in saved) or "none"
+        raise FileNotFoundError(f"no saved model {path}; saved runs: {listing}")
+    try:
+        record = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated / foreign files
+        raise ValueError(f"cannot read model file {path}: {exc}") from exc
+    cfg = record["train_config"]
+    module = convert(build_model(cfg["model"]), rules_mod.make(cfg["rule"], **cfg.get("rule_options", {})))
+    module.load_state_dict(record["state_dict"])
+    module.to(map_location)
+    module.eval()
+    module.bioplastic_run = {k: v for k, v in record.items() if k != "state_dict"}
+    return module
+
+
+__all__ = ["compare", "load_model", "list_models", "LOW_RANK_RULES", "DEFAULT_RULES", "DEFAULT_RANKS",
+           "DEFAULT_FEEDBACK_LEARNING", "DEFAULT_MODELS"]

@@ -1,0 +1,139 @@
+"""The figure of a comparison: accuracy per epoch per rule, accuracy against feedback rank, and the final
+alignment of each rule's weight updates with backprop, per layer."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from bioplastic.training.results import NO_RANK
+
+
+def _colours(labels: list[str]) -> dict[str, tuple]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return {label: cmap(i % 10) for i, label in enumerate(labels)}
+
+
+def _mean_sem(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    finite = np.isfinite(values)
+    n = finite.sum(axis)
+    with np.errstate(all="ignore"):
+        mean = np.where(n > 0, np.nansum(values, axis) / np.maximum(n, 1), np.nan)
+        var = np.nansum((values - np.expand_dims(mean, axis)) ** 2, axis) / np.maximum(n - 1, 1)
+        sem = np.where(n > 1, np.sqrt(var / np.maximum(n, 1)), 0.0)
+    return mean, sem
+
+
+def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
+                    alignment: str = "update_cosine"):
+    """Plot a comparison from :func:`bioplastic.compare`.
+
+    Panels: (a) test accuracy per epoch, one line per rule and rank (mean over seeds; low-rank rules
+    lighter for lower ranks); (b) final test accuracy against feedback rank r for the low-rank rules,
+    mean +- s.e.m. over seeds, with the rules without a rank (backprop, FA, DFA, sign symmetry) as
+    horizontal lines; (c) final ``alignment`` per layer (default: cosine between each rule's weight
+    update and the backprop gradient; 1 for backprop) for every rule at its highest rank.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Results (dims ``rule``, ``rank``, ``seed``, ``epoch``, ``layer``).
+    path : path-like, optional
+        Where to save the PNG (matplotlib Agg; folders are created).
+    alignment : str
+        The per-layer variable for panel (c); panel (c) is left out if it is absent.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not registered with pyplot (no global state); Jupyter displays it when it is the cell's value.
+    """
+    from matplotlib.figure import Figure
+
+    labels = [str(x) for x in ds["rule"].values]
+    ranks = [int(r) for r in ds["rank"].values]
+    colours = _colours(labels)
+    acc = ds["test_accuracy"].values * 100.0  # (rule, rank, seed, epoch)
+    epochs = ds["epoch"].values
+    has_align = alignment in ds and ds.sizes.get("layer", 0) > 0
+    low = [i for i, lab in enumerate(labels)
+           if any(r != NO_RANK and np.isfinite(acc[i, j]).any() for j, r in enumerate(ranks))]
+    # A bare Figure (no pyplot): no global backend state, saved with the Agg canvas, shown by Jupyter.
+    fig = Figure(figsize=(15 if has_align else 10, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3 if has_align else 2)
+    ax = axes[0]
+    true_ranks = [r for r in ranks if r != NO_RANK]
+    for i, lab in enumerate(labels):
+        for j, r in enumerate(ranks):
+            if not np.isfinite(acc[i, j]).any():
+                continue
+            mean, _ = _mean_sem(acc[i, j], 0)
+            if r == NO_RANK:
+                ax.plot(epochs, mean, color=colours[lab], lw=2, label=lab)
+            else:
+                k = true_ranks.index(r)
+                alpha = 0.35 + 0.65 * (k + 1) / len(true_ranks)
+                ax.plot(epochs, mean, color=colours[lab], lw=1.5, alpha=alpha, marker=".",
+                        label=f"{lab} r={r}")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="(a) test accuracy per epoch")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+
+    ax = axes[1]
+    final = acc[..., -1]  # (rule, rank, seed)
+    for i, lab in enumerate(labels):
+        if i in low:
+            xs = [r for j, r in enumerate(ranks) if r != NO_RANK and np.isfinite(acc[i, j]).any()]
+            idx = [ranks.index(r) for r in xs]
+            mean, sem = _mean_sem(final[i, idx], 1)
+            ax.errorbar(xs, mean, yerr=sem, color=colours[lab], marker="o", capsize=3, label=lab)
+        elif NO_RANK in ranks and np.isfinite(acc[i, ranks.index(NO_RANK)]).any():
+            mean, sem = _mean_sem(final[i, ranks.index(NO_RANK)][None], 1)
+            ax.axhline(mean[0], color=colours[lab], ls="--", lw=1.2, label=f"{lab} (full feedback)")
+            if sem[0] > 0:
+                ax.axhspan(mean[0] - sem[0], mean[0] + sem[0], color=colours[lab], alpha=0.12)
+    if true_ranks:
+        ax.set_xscale("log")
+        ax.set_xticks(true_ranks)
+        ax.set_xticklabels([str(r) for r in true_ranks])
+    ax.set(xlabel="feedback rank r", ylabel="final test accuracy (%)", title="(b) accuracy against rank")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+    if has_align:
+        ax = axes[2]
+        layers = [str(x) for x in ds["layer"].values]
+        values = ds[alignment].values[:, :, :, -1, :]  # (rule, rank, seed, layer)
+        x = np.arange(len(layers))
+        for i, lab in enumerate(labels):
+            done = [j for j in range(len(ranks)) if np.isfinite(values[i, j]).any()]
+            if not done:
+                continue
+            j = max(done, key=lambda j: ranks[j])
+            mean, sem = _mean_sem(values[i, j], 0)
+            name = lab if ranks[j] == NO_RANK else f"{lab} r={ranks[j]}"
+            ax.errorbar(x, mean, yerr=sem, color=colours[lab], marker="o", capsize=2, label=name)
+        ax.set_xticks(x)
+        ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)
+        long_name = ds[alignment].attrs.get("long_name", alignment)
+        ax.set(xlabel="layer", ylabel=alignment, title="(c) alignment with backprop, final epoch")
+        ax.text(0.01, 0.01, long_name, transform=ax.transAxes, fontsize=6, va="bottom", wrap=True)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+
+    cfg = ds.attrs.get("config")
+    if cfg:
+        import json
+
+        c = json.loads(cfg)
+        model = c.get("model", {}).get("name", "?") if isinstance(c.get("model"), dict) else c.get("model")
+        fig.suptitle(f"{c.get('dataset', '?')}, model {model}, {len(ds['seed'])} seed(s)", fontsize=10)
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig

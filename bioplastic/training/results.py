@@ -1,0 +1,364 @@
+"""Results of :func:`bioplastic.compare` as an :class:`xarray.Dataset`.
+
+One training run (a :class:`~bioplastic.training.trainer.RunResult`) becomes a small Dataset with dims
+``epoch`` and ``layer`` (:func:`run_to_dataset`); the runs of a comparison are merged into one dense grid
+with dims ``rule``, ``rank``, ``seed``, ``epoch`` and ``layer`` (:func:`merge_runs`).
+
+Conventions of the grid
+-----------------------
+``rule``
+    A *run label*. Rules without feedback learning keep their name (``"bp"``, ``"fa"``, ``"dfa"``,
+    ``"sign_symmetry"``, ``"kolen_pollack"``). Rules whose feedback weights learn in several ways
+    (``"ldfa"``, ``"direct_ldfa"``) get one label per way, ``"<rule>_<feedback_learning>"``, e.g.
+    ``"ldfa_normative"`` (adaptive) and ``"ldfa_fixed"`` (fixed random feedback): adaptive and fixed
+    LDFA are separate runs and separate rows. The non-index coordinates ``base_rule`` and
+    ``feedback_learning`` (``""`` where not applicable) along ``rule`` give the two parts.
+``rank``
+    The feedback rank r of low-rank rules. Rules without a rank (full feedback) are stored at
+    ``rank = -1`` (:data:`NO_RANK`); cells of the grid that are not run (e.g. ``bp`` at rank 10, or
+    ``ldfa`` at rank -1) hold NaN and have ``status == "not_applicable"``.
+``status``
+    ``"ok"``, ``"diverged"`` (non-finite loss: values after the divergence are NaN), ``"pending"``
+    (requested but not finished yet: a comparison interrupted mid-way) or ``"not_applicable"``.
+
+The only field that differs between two runs of the same command is ``wall_time`` (seconds); compare
+results with ``ds.drop_vars("wall_time")`` (see :data:`WALL_CLOCK_VARIABLES`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from bioplastic import io
+
+log = logging.getLogger(__name__)
+
+NO_RANK = -1
+"""Value of the ``rank`` coordinate for rules that have no feedback rank (full feedback)."""
+
+STATUSES = ("ok", "diverged", "pending", "not_applicable")
+WALL_CLOCK_VARIABLES = ("wall_time",)
+"""Variables that depend on the machine's speed, not on the computation (exclude them to compare)."""
+
+RESULTS_FILE = "results.nc"
+
+_CURVES = {
+    "train_loss": ("mean training loss over the epoch", "nats"),
+    "test_loss": ("test loss after the epoch", "nats"),
+    "test_accuracy": ("top-1 accuracy on the test set after the epoch", "1"),
+}
+_ALIGNMENT_DOC = {
+    "update_cosine": ("cosine similarity between the rule's weight update and the backprop gradient", "1"),
+    "feedback_angle": ("angle between W^T and the effective feedback matrix", "degree"),
+    "subspace_angle": ("largest principal angle between the feedback subspace and the top-r error subspace",
+                       "degree"),
+    "feedback_rank": ("number of feedback units of the layer (effective rank; NaN where not low-rank)", "1"),
+}
+
+
+def run_label(rule: str, feedback_learning: str | None = None) -> str:
+    """The ``rule`` coordinate of a run: ``rule`` or ``"<rule>_<feedback_learning>"``."""
+    return f"{rule}_{feedback_learning}" if feedback_learning else rule
+
+
+def run_id(label: str, rank: int, seed: int) -> str:
+    """File-name stem of a run, e.g. ``"ldfa_normative-r10-s0"`` or ``"bp-s0"``."""
+    return f"{label}-s{seed}" if rank == NO_RANK else f"{label}-r{rank}-s{seed}"
+
+
+def _as_float_array(values: Any, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=float).reshape(-1)
+    if arr.shape != (n,):
+        raise ValueError(f"RunResult.{name} has shape {arr.shape}, expected ({n},) (one value per epoch)")
+    return arr
+
+
+def run_to_dataset(result: Any, *, rule: str, feedback_learning: str | None, rank: int, seed: int,
+                   epochs: int, wall_time: float | None = None) -> xr.Dataset:
+    """Convert one :class:`~bioplastic.training.trainer.RunResult` to a Dataset.
+
+    Parameters
+    ----------
+    result : RunResult
+        Needs ``status``, ``epochs_completed``, ``train_loss``, ``test_loss``, ``test_accuracy``
+        (arrays of shape (epochs,), NaN after a divergence), ``layers`` (list of str) and
+        ``alignment`` (dict name -> array (epochs, layers)), ``config`` (dict) and ``seconds``.
+    rule : str
+        The rule name (one of :data:`bioplastic.rules.RULE_NAMES`).
+    feedback_learning : str or None
+        How the feedback weights learn (low-rank rules), else None.
+    rank : int
+        The feedback rank, or :data:`NO_RANK`.
+    seed : int
+        The run's seed.
+    epochs : int
+        Number of epochs requested; curves shorter than this (a diverged run) are padded with NaN.
+    wall_time : float, optional
+        Seconds spent; defaults to ``result.seconds``.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``epoch`` (1..epochs) and ``layer``; scalar coords ``rule``, ``rank``, ``seed``,
+        ``base_rule``, ``feedback_learning``; variables as in :func:`merge_runs` without the grid dims.
+
+    Raises
+    ------
+    ValueError
+        If the arrays of ``result`` do not have one value per epoch (and per layer).
+    """
+    def pad(values: Any, name: str) -> np.ndarray:
+        arr = np.asarray(values, dtype=float)
+        if arr.ndim == 0 or arr.shape[0] > epochs:
+            raise ValueError(f"RunResult.{name} has shape {arr.shape}, expected ({epochs}, ...)")
+        out = np.full((epochs, *arr.shape[1:]), np.nan)
+        out[: arr.shape[0]] = arr
+        return out
+
+    layers = [str(name) for name in result.layers]
+    data_vars: dict[str, Any] = {}
+    for name in _CURVES:
+        data_vars[name] = ("epoch", _as_float_array(pad(getattr(result, name), name), epochs, name))
+    for name, values in sorted(result.alignment.items()):
+        arr = pad(values, f"alignment[{name!r}]")
+        if arr.ndim != 2 or arr.shape[1] != len(layers):
+            raise ValueError(
+                f"RunResult.alignment[{name!r}] has shape {arr.shape}, expected ({epochs}, {len(layers)}) "
+                f"(epochs, layers {layers})")
+        data_vars[name] = (("epoch", "layer"), arr)
+    status = str(result.status)
+    if status not in ("ok", "diverged"):
+        raise ValueError(f"RunResult.status {status!r} is not 'ok' or 'diverged'")
+    data_vars["status"] = ((), status)
+    data_vars["epochs_completed"] = ((), int(result.epochs_completed))
+    data_vars["wall_time"] = ((), float(result.seconds if wall_time is None else wall_time))
+    data_vars["run_config"] = ((), json.dumps(result.config, sort_keys=True, default=str))
+    coords = {
+        "epoch": np.arange(1, epochs + 1), "layer": np.array(layers, dtype=object),
+        "rule": run_label(rule, feedback_learning), "rank": int(rank), "seed": int(seed),
+        "base_rule": rule, "feedback_learning": feedback_learning or "",
+    }
+    return xr.Dataset(data_vars, coords=coords)
+
+
+def _ordered_union(lists: Sequence[Sequence[str]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for names in lists:
+        for name in names:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | None]],
+               ranks: Sequence[int], seeds: Sequence[int], epochs: int,
+               requested: set[tuple[str, int, int]] | None = None,
+               config: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """Merge single-run Datasets (from :func:`run_to_dataset`) into the comparison grid.
+
+    Parameters
+    ----------
+    runs : sequence of xarray.Dataset
+        Finished runs.
+    rules : sequence of (rule, feedback_learning)
+        The rows of the grid, in order (``feedback_learning`` None for rules without one).
+    ranks : sequence of int
+        The rank coordinate (:data:`NO_RANK` for rules without a rank).
+    seeds : sequence of int
+        The seed coordinate.
+    epochs : int
+        Number of epochs.
+    requested : set of (label, rank, seed), optional
+        The cells that the comparison runs; those without a finished run get status ``"pending"``,
+        all other empty cells ``"not_applicable"``. Default: the cells of ``runs``.
+    config : mapping, optional
+        The comparison's configuration, stored as JSON in ``attrs["config"]``.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``rule``, ``rank``, ``seed``, ``epoch``, ``layer``. Variables ``train_loss``, ``test_loss``,
+        ``test_accuracy`` (rule, rank, seed, epoch); the per-layer alignment measures of
+        :func:`bioplastic.nn.alignment` (``update_cosine``, ``feedback_angle``, ``subspace_angle``;
+        rule, rank, seed, epoch, layer); ``status`` (str), ``epochs_completed`` (int), ``wall_time``
+        (s) and ``run_config`` (JSON of the run's ``TrainConfig``) per (rule, rank, seed). NaN where
+        nothing was run.
+
+    Raises
+    ------
+    ValueError
+        If a run lies outside the grid or two runs fill the same cell.
+    """
+    labels = [run_label(r, fl) for r, fl in rules]
+    ranks = [int(r) for r in ranks]
+    seeds = [int(s) for s in seeds]
+    shape = (len(labels), len(ranks), len(seeds))
+    layers = _ordered_union([[str(x) for x in ds["layer"].values] for ds in runs])
+    align_names = sorted({name for ds in runs for name in ds.data_vars if "layer" in ds[name].dims})
+
+    curves = {name: np.full((*shape, epochs), np.nan) for name in _CURVES}
+    align = {name: np.full((*shape, epochs, len(layers)), np.nan) for name in align_names}
+    status = np.full(shape, "not_applicable", dtype=object)
+    done = np.zeros(shape, dtype=np.int64)
+    wall = np.full(shape, np.nan)
+    run_config = np.full(shape, "", dtype=object)
+    if requested is None:
+        requested = {(str(ds["rule"].values), int(ds["rank"]), int(ds["seed"])) for ds in runs}
+
+    def index(key: tuple[str, int, int]) -> tuple[int, int, int]:
+        try:
+            return labels.index(key[0]), ranks.index(key[1]), seeds.index(key[2])
+        except ValueError:
+            raise ValueError(f"run {key} lies outside the grid rules={labels}, ranks={ranks}, "
+                             f"seeds={seeds}") from None
+
+    for key in requested:
+        status[index(key)] = "pending"
+
+    filled: set[tuple[int, int, int]] = set()
+    for ds in runs:
+        key = (str(ds["rule"].values), int(ds["rank"]), int(ds["seed"]))
+        idx = index(key)
+        if idx in filled:
+            raise ValueError(f"two runs for the same cell {key}")
+        filled.add(idx)
+        if ds.sizes["epoch"] != epochs:
+            raise ValueError(f"run {key} has {ds.sizes['epoch']} epochs, expected {epochs}")
+        for name in _CURVES:
+            curves[name][idx] = ds[name].values
+        run_layers = [layers.index(str(x)) for x in ds["layer"].values]
+        for name in align_names:
+            if name in ds:
+                align[name][idx][:, run_layers] = ds[name].values
+        status[idx] = str(ds["status"].values)
+        done[idx] = int(ds["epochs_completed"])
+        wall[idx] = float(ds["wall_time"])
+        run_config[idx] = str(ds["run_config"].values)
+
+    grid = ("rule", "rank", "seed")
+    data_vars: dict[str, Any] = {}
+    for name, (long_name, units) in _CURVES.items():
+        data_vars[name] = xr.Variable((*grid, "epoch"), curves[name],
+                                      attrs={"long_name": long_name, "units": units})
+    for name in align_names:
+        long_name, units = _ALIGNMENT_DOC.get(name, (name, "1"))
+        data_vars[name] = xr.Variable((*grid, "epoch", "layer"), align[name],
+                                      attrs={"long_name": long_name, "units": units})
+    data_vars["status"] = xr.Variable(grid, status, attrs={"long_name": "run status; one of " + ", ".join(STATUSES)})
+    data_vars["epochs_completed"] = xr.Variable(grid, done, attrs={"long_name": "epochs trained"})
+    data_vars["wall_time"] = xr.Variable(grid, wall, attrs={
+        "long_name": "wall-clock training time of the run (machine-dependent)", "units": "s"})
+    data_vars["run_config"] = xr.Variable(grid, run_config, attrs={
+        "long_name": "the run's TrainConfig as JSON (empty where not run)"})
+    coords = {
+        "rule": ("rule", np.array(labels, dtype=object)),
+        "base_rule": ("rule", np.array([r for r, _ in rules], dtype=object)),
+        "feedback_learning": ("rule", np.array([fl or "" for _, fl in rules], dtype=object),
+                              {"long_name": "how the feedback weights learn ('' where not applicable)"}),
+        "rank": ("rank", np.array(ranks, dtype=np.int64),
+                 {"long_name": "feedback rank r", "description": f"{NO_RANK}: rule without a feedback rank"}),
+        "seed": ("seed", np.array(seeds, dtype=np.int64)),
+        "epoch": ("epoch", np.arange(1, epochs + 1, dtype=np.int64), {"long_name": "training epoch"}),
+        "layer": ("layer", np.array(layers, dtype=object),
+                  {"long_name": "converted weight layer (module name), forward order"}),
+    }
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds.attrs["title"] = "bioplastic compare: learning rules side by side"
+    ds.attrs["source"] = ("Hanut & Kadmon (2025) arXiv:2502.20580 (LDFA); baselines: Lillicrap et al. 2016 (FA), "
+                          "Nokland 2016 (DFA), Liao, Leibo & Poggio 2016 (sign symmetry)")
+    return io.stamp(ds, dict(config) if config is not None else None)
+
+
+def results_path(out: str | os.PathLike) -> Path:
+    """``out/results.nc`` if ``out`` is a folder, else ``out`` itself."""
+    out = Path(out)
+    return out / RESULTS_FILE if out.is_dir() or out.suffix != ".nc" else out
+
+
+def load_results(out: str | os.PathLike) -> xr.Dataset:
+    """Load the results of :func:`bioplastic.compare`.
+
+    Parameters
+    ----------
+    out : path-like
+        The comparison's output folder (reads ``out/results.nc``) or a path to a ``.nc`` file.
+
+    Returns
+    -------
+    xarray.Dataset
+        As described in :func:`merge_runs`.
+
+    Raises
+    ------
+    FileNotFoundError
+        No results file there.
+    ValueError
+        The file is not readable netCDF (the message names it).
+    """
+    return io.load(results_path(out))
+
+
+def final(ds: xr.Dataset, name: str = "test_accuracy") -> xr.DataArray:
+    """Value of ``name`` at the last epoch of each run (the last finite epoch is *not* used: a diverged
+    run's final value is NaN)."""
+    return ds[name].isel(epoch=-1)
+
+
+def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
+    """A plain-text table of a comparison: one row per (rule, rank) that was run.
+
+    Columns: rule, rank, final test accuracy in percent (mean +- standard deviation over the seeds
+    that finished; ``n`` seeds), status counts if not all ``ok``, and the final ``alignment`` measure
+    (default: cosine between the rule's update and the backprop gradient) per layer, mean over seeds.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        From :func:`bioplastic.compare` / :func:`load_results`.
+    alignment : str
+        Name of the per-layer variable to show.
+
+    Returns
+    -------
+    str
+    """
+    has_align = alignment in ds
+    layers = [str(x) for x in ds["layer"].values] if has_align else []
+    header = ["rule", "rank", "test acc (%)", "n", "status"] + [f"{alignment[:3]}:{name}" for name in layers]
+    rows = []
+    acc = final(ds).values * 100.0
+    for i, label in enumerate(ds["rule"].values):
+        for j, rank in enumerate(ds["rank"].values):
+            st = ds["status"].values[i, j]
+            run = np.array([s not in ("not_applicable",) for s in st])
+            if not run.any():
+                continue
+            vals = acc[i, j][np.isfinite(acc[i, j])]
+            if vals.size:
+                sd = f" +- {vals.std(ddof=1):.2f}" if vals.size > 1 else ""
+                acc_text = f"{vals.mean():.2f}{sd}"
+            else:
+                acc_text = "nan"
+            counts: dict[str, int] = {}
+            for s in st[run]:
+                counts[str(s)] = counts.get(str(s), 0) + 1
+            status_text = ",".join(f"{k}:{v}" if len(counts) > 1 or v > 1 else k for k, v in counts.items())
+            row = [str(label), "-" if int(rank) == NO_RANK else str(int(rank)), acc_text, str(int(vals.size)),
+                   status_text]
+            if has_align:
+                last = ds[alignment].values[i, j][:, -1, :]  # (seed, layer)
+                with np.errstate(all="ignore"):
+                    finite = np.isfinite(last)
+                    mean = np.where(finite.any(0), np.nansum(last, 0) / np.maximum(finite.sum(0), 1), np.nan)
+                row += ["nan" if not np.isfinite(m) else f"{m:.3f}" for m in mean]
+            rows.append(row)
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""The ``bioplastic`` command: argument mapping, errors and exit codes, and one real end-to-end run."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bioplastic
+from bioplastic import cli
+from bioplastic.training import results as R
+
+
+@pytest.fixture
+def captured_compare(monkeypatch):
+    """Replace bioplastic.compare by a recorder returning a tiny real Dataset."""
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        ds = R.merge_runs([], rules=[("bp", None)], ranks=[R.NO_RANK], seeds=[0], epochs=1)
+        return ds
+
+    monkeypatch.setattr(bioplastic.training, "compare", fake)
+    return seen
+
+
+def test_options_reach_compare(captured_compare, capsys, tmp_path):
+    rc = cli.main(["compare", "--rules", "bp,fa,ldfa", "--ranks", "1,10", "--seeds", "0,1", "--epochs", "2",
+                   "--dataset", "mnist", "--out", str(tmp_path), "--feedback-learning", "normative,fixed",
+                   "--batch-size", "32", "--lr", "0.01", "--optimizer", "sgd", "--weight-decay", "0.1",
+                   "--feedback-lr", "0.02", "--feedback-weight-decay", "0", "--schedule", "constant",
+                   "--warmup-epochs", "0.5", "--no-amp", "--compile", "--device", "cpu", "--max-train", "500",
+                   "--rule-option", "reinit_every=100", "--rule-option", "error_clamp=1.5",
+                   "--rule-option", "error_clamp=none", "--no-alignment", "--no-progress",
+                   "--no-models", "--model", "mlp_mnist", "--data-path", "/x", "--momentum", "0.9",
+                   "--feedback-optimizer", "adamw", "--label-smoothing", "0.1", "--no-augment", "--grad-clip", "1",
+                   "--eval-batch-size", "1000", "--alignment-batch", "256"])
+    assert rc == 0
+    assert captured_compare == dict(
+        rules="bp,fa,ldfa", ranks="1,10", seeds="0,1", epochs=2, dataset="mnist", out=str(tmp_path),
+        feedback_learning="normative,fixed", model="mlp_mnist", data_path="/x", batch_size=32, lr=0.01,
+        optimizer="sgd", weight_decay=0.1, feedback_lr=0.02, feedback_weight_decay=0.0, schedule="constant",
+        warmup_epochs=0.5, amp=False, compile=True, device="cpu", max_train=500, alignment=False,
+        rule_options={"reinit_every": 100, "error_clamp": None},
+        progress=False, keep_models=False,
+        train_options={"momentum": 0.9, "feedback_optimizer": "adamw", "label_smoothing": 0.1, "augment": False,
+                       "grad_clip": 1.0, "eval_batch_size": 1000, "alignment_batch": 256})
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:2] == ["rule", "rank"]
+    assert f"{tmp_path}/results.nc" in out
+
+
+def test_no_arguments_is_the_default_comparison(captured_compare, tmp_path, monkeypatch):
+    from bioplastic.training.compare import DEFAULT_FEEDBACK_LEARNING, DEFAULT_RANKS, DEFAULT_RULES
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["compare"]) == 0
+    assert captured_compare["rules"].split(",") == list(DEFAULT_RULES)
+    assert [int(r) for r in captured_compare["ranks"].split(",")] == list(DEFAULT_RANKS)
+    assert captured_compare["feedback_learning"].split(",") == list(DEFAULT_FEEDBACK_LEARNING)
+    assert captured_compare["dataset"] == "mnist" and captured_compare["out"] == cli.DEFAULT_OUT
+    assert captured_compare["epochs"] is None and captured_compare["model"] is None  # the spec's recipe
+    assert {"bp", "fa", "dfa", "sign_symmetry", "ldfa"} <= set(DEFAULT_RULES)
+    assert len(DEFAULT_RANKS) >= 2 and {"normative", "fixed"} <= set(DEFAULT_FEEDBACK_LEARNING)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["compare", "--rules", "bp,backprop"], ["'backprop'", "'sign_symmetry'", "'ldfa'"]),
+    (["compare", "--dataset", "imagenet"], ["'imagenet'", "'mnist'", "'cifar10'"]),
+    (["compare", "--ranks", "0"], ["rank", "out of range"]),
+    (["compare", "--feedback-learning", "hebb"], ["'hebb'", "'normative'"]),
+    (["compare", "--model", "no_such_model"], ["'no_such_model'", "'mlp_mnist'"]),
+    (["compare", "--dataset", "cifar10", "--data-path", "/no/such/cifar"], ["/no/such/cifar"]),
+])
+def test_bad_input_exits_2_naming_the_problem(argv, words, capsys, tmp_path, monkeypatch):
+    import importlib
+
+    compare_mod = importlib.import_module("bioplastic.training.compare")
+    monkeypatch.setattr(compare_mod, "_trainer", _no_training)
+    with pytest.raises(SystemExit) as info:
+        cli.main([*argv, "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err
+
+
+def _no_training():
+    from bioplastic.training import trainer
+
+    class Guard:
+        TrainConfig = trainer.TrainConfig
+
+        @staticmethod
+        def train(*args, **kwargs):
+            raise AssertionError("training started despite bad input")
+
+    return Guard
+
+
+def test_argparse_choices_and_unknown_flags(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["compare", "--optimizer", "lbfgs"])
+    assert info.value.code == 2 and "'adam', 'adamw', 'sgd'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--rule-option", "no_equals_sign"])
+    with pytest.raises(SystemExit) as info:
+        cli.main([])
+    assert info.value.code == 2
+
+
+def test_ctrl_c_exits_130(monkeypatch, tmp_path):
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bioplastic.training, "compare", interrupted)
+    assert cli.main(["compare", "--out", str(tmp_path)]) == 130
+
+
+def test_real_command_end_to_end(tmp_path):
+    """The installed console script, in a subprocess, on the real digits data with the real trainer."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "import sys; from bioplastic.cli import main; sys.exit(main())",
+           "compare", "--rules", "bp,ldfa", "--ranks", "2", "--feedback-learning", "fixed", "--seeds", "0",
+           "--epochs", "1", "--dataset", "digits", "--max-train", "200", "--device", "cpu", "--out", str(out),
+           "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    ds = bioplastic.training.load_results(out)
+    assert list(ds.rule.values) == ["bp", "ldfa_fixed"] and list(ds["rank"].values) == [R.NO_RANK, 2]
+    lines = proc.stdout.splitlines()
+    assert lines[2].split()[:2] == ["bp", "-"] and lines[3].split()[:2] == ["ldfa_fixed", "2"]
+    acc = float(ds.test_accuracy.sel(rule="bp", rank=R.NO_RANK, seed=0, epoch=1)) * 100
+    assert f"{acc:.2f}" in lines[2]
+    assert (out / "figure.png").stat().st_size > 10_000
+    assert np.isfinite(ds.wall_time.sel(rule="bp", rank=R.NO_RANK)).all()
+    assert {p.name for p in (out / "models").iterdir()} == {"bp-s0.pt", "ldfa_fixed-r2-s0.pt"}
