@@ -140,11 +140,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Default: progress bars, one INFO line per finished run, warnings; -v: every module's INFO (per-epoch
+    # lines, conversion reports); -vv: debug; -q: warnings only.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose:
+        logging.getLogger("bioplastic").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
+    elif not args.quiet:
+        for name in ("bioplastic.cli", "bioplastic.training.compare"):
+            logging.getLogger(name).setLevel(logging.INFO)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
         if args.command == "compare":
-            return _run_compare(args)
+            with logging_redirect_tqdm():  # log lines do not break the progress bars
+                return _run_compare(args)
     except (ValueError, FileNotFoundError) as exc:
         log.debug("details", exc_info=True)
         parser.exit(2, f"bioplastic {args.command}: error: {exc}\n")

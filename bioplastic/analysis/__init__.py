@@ -21,7 +21,12 @@ from __future__ import annotations
 
 import importlib
 
-from bioplastic.analysis.activations import leaf_layers, neuron_dim, record_activations, representation_layers
+from bioplastic.analysis.activations import (
+    leaf_layers,
+    neuron_dim,
+    record_activations,
+    representation_layers,
+)
 from bioplastic.analysis.cka import cka, cka_matrix, gram, hsic_estimate
 from bioplastic.analysis.dimensionality import lifetime_sparseness, participation_ratio, population_sparseness
 from bioplastic.analysis.rsa import (

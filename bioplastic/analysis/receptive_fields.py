@@ -323,8 +323,7 @@ def rotational_symmetry(rf: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a[rows, pix, lower] = 1.0 - frac
     a[rows, pix, lower + 1] += frac
     gram = np.einsum("npr,nps->nrs", a, a)
-    gram += 1e-12 * np.eye(n_rings)[None] * np.maximum(gram.trace(axis1=1, axis2=2), 1.0)[:, None, None]
-    coef = np.linalg.solve(gram, np.einsum("npr,np->nr", a, k.reshape(n, -1))[..., None])
+    coef = np.linalg.pinv(gram, hermitian=True) @ np.einsum("npr,np->nr", a, k.reshape(n, -1))[..., None]
     k_rad = np.einsum("npr,nr->np", a, coef[..., 0]).reshape(n, h, w)
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = np.where(total > 0, (k_rad**2).sum(axis=(1, 2)) / safe, np.nan)

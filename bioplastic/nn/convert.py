@@ -456,7 +456,7 @@ def feedback_step(model: nn.Module) -> None:
     layer: no device synchronisation.
     """
     for _, layer in feedback_layers(model):
-        layer.steps += 1
+        layer._count_step()
         every = getattr(layer.rule, "reinit_every", None)
         if every is not None and layer.steps % every == 0:
             layer.reinit_feedback_svd()

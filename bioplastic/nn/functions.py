@@ -62,6 +62,17 @@ class ErrorBus:
         self.__init__()
 
 
+def _autocast(x: torch.Tensor, *tensors):
+    """Under ``torch.autocast``, cast the Function's inputs to the autocast dtype (as autocast does for
+    ``F.linear`` / ``F.conv2d``) so that forward and backward compute in the same dtype; autograd casts the
+    returned gradients back to each parameter's dtype."""
+    dev = x.device.type
+    if not torch.is_autocast_enabled(dev):
+        return (x, *tensors)
+    dt = torch.get_autocast_dtype(dev)
+    return tuple(t if t is None or not t.is_floating_point() else t.to(dt) for t in (x, *tensors))
+
+
 def _broadcast_direct(g: torch.Tensor, lead_e: tuple[int, ...], x_shape: torch.Size, name: str) -> torch.Tensor:
     """Broadcast a direct error ``g`` (rows = ``lead_e``) over extra leading dims of the layer input."""
     lead_x = tuple(x_shape[:-1])
@@ -123,8 +134,10 @@ class LinearFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, layer, slot, *feedback):
         ctx.layer = layer
         ctx.slot = slot
+        x, weight, bias, *feedback = _autocast(x, weight, bias, *feedback)
         ctx.save_for_backward(x, weight, *feedback)
-        return F.linear(x, weight, bias)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x, weight, bias)
 
     @staticmethod
     @once_differentiable
@@ -134,7 +147,7 @@ class LinearFunction(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_fb = ctx.needs_input_grad[5:]
         out_f, in_f = weight.shape
-        delta = grad_out.reshape(-1, out_f)
+        delta = grad_out.reshape(-1, out_f).to(weight.dtype)
         h = x.reshape(-1, in_f)
         bus = layer.bus
         kind = layer.rule.feedback
@@ -177,7 +190,7 @@ class LinearFunction(torch.autograd.Function):
             slot = ctx.slot
             if slot.e is None:
                 raise RuntimeError(_no_error_message(layer))
-            e = slot.e
+            e = slot.e.to(weight.dtype)
             if kind == "direct":
                 (d_mat,) = fb
                 if need_x:
@@ -243,8 +256,10 @@ class Conv2dFunction(torch.autograd.Function):
         ctx.layer = layer
         ctx.slot = slot
         ctx.conf = (stride, padding, dilation, groups)
+        x, weight, bias, *feedback = _autocast(x, weight, bias, *feedback)
         ctx.save_for_backward(x, weight, *feedback)
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     @once_differentiable
@@ -257,7 +272,7 @@ class Conv2dFunction(torch.autograd.Function):
         bus = layer.bus
         kind = layer.rule.feedback
         force_bp = bus.force_bp
-        delta = grad_out
+        delta = grad_out.to(weight.dtype)
         n_b, c_out = delta.shape[:2]
 
         if bus.capture is not None:
@@ -300,7 +315,7 @@ class Conv2dFunction(torch.autograd.Function):
             slot = ctx.slot
             if slot.e is None:
                 raise RuntimeError(_no_error_message(layer))
-            e = slot.e
+            e = slot.e.to(weight.dtype)
             if slot.lead != (n_b,):
                 raise RuntimeError(
                     f"layer {layer.layer_name!r}: output error rows {slot.lead} do not match the batch {n_b}")

@@ -17,8 +17,6 @@ direct_ldfa               ``P`` (d, r), ``Q`` (r, in)   ``P`` (d, r), ``Q`` (r, 
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -94,7 +92,8 @@ class FeedbackLayer:
     bus : ErrorBus
         Shared by all layers of the model.
     steps : int
-        Optimiser steps counted by :func:`bioplastic.nn.feedback_step` (saved in ``state_dict``).
+        Optimiser steps counted by :func:`bioplastic.nn.feedback_step` (saved in ``state_dict`` as the
+        buffer ``feedback_steps``).
     """
 
     rule: Rule
@@ -118,6 +117,7 @@ class FeedbackLayer:
         self.feedback_names = ()
         self.steps = 0
         self.svd_seed = svd_seed
+        self.register_buffer("feedback_steps", torch.zeros((), dtype=torch.long, device=self.weight.device))
 
     def feedback_parameters(self) -> list[nn.Parameter]:
         """The feedback parameters (frozen ones included), in ``feedback_names`` order."""
@@ -129,11 +129,14 @@ class FeedbackLayer:
         self.register_parameter(name, param)
         self.feedback_names = self.feedback_names + (name,)
 
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"steps": self.steps}
+    def _count_step(self) -> None:
+        """One optimiser step: a Python counter for the logic, a buffer (async add) for ``state_dict``."""
+        self.steps += 1
+        self.feedback_steps.add_(1)
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.steps = int(state["steps"])
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
+        self.steps = int(self.feedback_steps)  # one host read at load time, never in a training step
 
     # --- maths shared by diagnostics and feedback_step -------------------------------------------------
     @property

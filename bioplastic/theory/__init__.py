@@ -23,6 +23,7 @@ from bioplastic.theory.dynamics import (
     ERROR_NORMALIZATIONS, FEEDBACK_LEARNING, INITS, RULE_NAMES, THEORY_RULES, RuleSpec, increments, initial_state,
     make_rule_spec, rule_label,
 )
+from bioplastic.theory.experiment import compare_rules, parse_rule_label, rule_labels, teacher_from_spec
 from bioplastic.theory.ode import METHODS, gradient_flow, saxe_mode_strength
 from bioplastic.theory.simulate import record_steps, simulate
 from bioplastic.theory.teachers import Teacher, as_teacher, paper_teacher, random_teacher
@@ -30,5 +31,5 @@ from bioplastic.theory.teachers import Teacher, as_teacher, paper_teacher, rando
 __all__ = [
     "simulate", "gradient_flow", "saxe_mode_strength", "Teacher", "as_teacher", "random_teacher",
     "paper_teacher", "rule_label", "make_rule_spec", "RuleSpec", "increments", "initial_state", "record_steps",
-    "RULE_NAMES", "FEEDBACK_LEARNING", "THEORY_RULES", "ERROR_NORMALIZATIONS", "INITS", "METHODS",
+    "compare_rules", "parse_rule_label", "rule_labels", "teacher_from_spec", "RULE_NAMES", "FEEDBACK_LEARNING", "THEORY_RULES", "ERROR_NORMALIZATIONS", "INITS", "METHODS",
 ]

@@ -16,22 +16,37 @@ _DEG = 180.0 / math.pi
 
 def _principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Principal angles (degrees, increasing) between the spans of two matrices with orthonormal columns."""
-    cos = torch.linalg.svdvals(a.T @ b).clamp(-1.0, 1.0)
-    return torch.arccos(cos) * _DEG
+    c = a.T @ b
+    finite = torch.isfinite(c)
+    poison = torch.where(finite.all(), 0.0, float("nan"))  # NaN angles for a diverged run, no host sync
+    cos = torch.linalg.svdvals(torch.where(finite, c, torch.zeros_like(c))).clamp(-1.0, 1.0)
+    return torch.arccos(cos) * _DEG + poison
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Frobenius cosine ``<a, b> / (||a|| ||b||)`` (NaN if either is zero)."""
+    return (a * b).sum() / (torch.linalg.matrix_norm(a) * torch.linalg.matrix_norm(b))
 
 
 def _top_left(a: torch.Tensor, r: int) -> torch.Tensor:
-    """Orthonormal basis (columns) of the top-``r`` left singular subspace of ``a`` (eigh of ``a a^T``)."""
-    return torch.linalg.eigh(a @ a.T)[1][:, -r:]
+    """Orthonormal basis (columns) of the top-``r`` left singular subspace of ``a`` (eigh of ``a a^T``).
+
+    A non-finite ``a`` (a diverged run) gives NaN, without a host synchronisation.
+    """
+    finite = torch.isfinite(a)
+    safe = torch.where(finite, a, torch.zeros_like(a))
+    poison = torch.where(finite.all(), 0.0, float("nan"))
+    return torch.linalg.eigh(safe @ safe.T)[1][:, -r:] + poison
 
 
 def diagnostics(spec: RuleSpec, state: dict[str, torch.Tensor], target: torch.Tensor,
                 u: torch.Tensor | None, v: torch.Tensor | None, s: torch.Tensor, n_modes: int, n_angles: int,
-                floor: float) -> dict[str, torch.Tensor]:
+                floor: float, output_basis: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Loss, normalised mode strengths, cross-talk and feedback-subspace angles of one state.
 
     ``target`` is ``W*`` in the basis of ``state``; ``u``, ``v`` the teacher's singular vectors in that basis
-    (``None`` for the identity: the rotated basis of the gradient flow). No host synchronisation.
+    (``None`` for the identity: the rotated basis of the gradient flow, whose ``U`` is then ``output_basis``).
+    No host synchronisation.
     """
     w1, w2 = state["W1"], state["W2"]
     m_ = w2 @ w1
@@ -39,18 +54,24 @@ def diagnostics(spec: RuleSpec, state: dict[str, torch.Tensor], target: torch.Te
     mbar = m_ if u is None else u.T @ m_ @ v                 # [U^T W2 W1 V]
     sp = s[:n_modes]
     diag = torch.diagonal(mbar)[:n_modes]
-    row = (mbar[:n_modes] ** 2).sum(dim=1)
-    col = (mbar[:, :n_modes] ** 2).sum(dim=0)
-    off = torch.clamp(row + col - 2 * diag ** 2, min=0.0)
-    total_off = torch.clamp((mbar ** 2).sum() - (diag ** 2).sum(), min=0.0)
+    idx = torch.arange(n_modes, device=mbar.device)
+    offdiag = mbar.index_put((idx, idx), torch.zeros_like(diag))   # everything but the mode diagonal
+    off = (offdiag[:n_modes] ** 2).sum(dim=1) + (offdiag[:, :n_modes] ** 2).sum(dim=0)
+    total_off = (offdiag ** 2).sum()
     out = {
         "loss": loss,
         "mode_strength": diag / sp,
         "cross_talk": torch.sqrt(off) / sp,
         "cross_talk_total": torch.sqrt(total_off) / torch.linalg.vector_norm(sp),
     }
+    f = feedback_operator(spec, state, output_basis)
+    out["feedback_cosine"] = _cosine(f, w2)
+    if spec.low_rank:
+        out["q_alignment"] = _cosine(state["Q"], state["P"].T @ w2)
+    else:
+        out["q_alignment"] = torch.full((), float("nan"), dtype=w2.dtype, device=w2.device)
     uw = _top_left(w2, n_angles)
-    uf = uw if spec.rule == "bp" else _top_left(feedback_operator(spec, state), n_angles)
+    uf = uw if spec.rule == "bp" else _top_left(f, n_angles)
     if u is None:
         ut = torch.eye(w2.shape[0], n_angles, dtype=w2.dtype, device=w2.device)
     else:
@@ -87,11 +108,18 @@ def build_dataset(records: dict[str, torch.Tensor], steps: np.ndarray, spec: Rul
         "feedback_w2_angle": (("rule", "step", "direction"), arr("feedback_w2_angle"),
                               {"long_name": "principal angles between the feedback subspace and the top left "
                                             "singular directions of W2", "units": "degree"}),
+        "feedback_cosine": (("rule", "step"), arr("feedback_cosine"),
+                            {"long_name": "Frobenius cosine between the feedback operator F and W2 (1 for BP; "
+                                          "the alignment of feedback alignment)"}),
+        "q_alignment": (("rule", "step"), arr("q_alignment"),
+                        {"long_name": "LDFA: Frobenius cosine between Q and P^T W2, the Kolen-Pollack target of Q "
+                                      "(NaN for other rules)"}),
         "rank_r_loss": (("rule",), [teacher.rank_r_loss(spec.rank)],
                         {"long_name": "loss of the best rank-r approximation of the teacher (reference line)"}),
         "feedback_rank": (("rule",), [spec.rank]),
         "lr": (("rule",), [spec.lr]),
         "feedback_lr": (("rule",), [spec.feedback_lr]),
+        "feedback_lr_p": (("rule",), [spec.feedback_lr_p]),
         "feedback_weight_decay": (("rule",), [spec.feedback_weight_decay]),
         "floor": ((), teacher.floor, {"long_name": "teacher noise floor 0.5 m sigma^2"}),
         "initial_loss_zero_map": ((), teacher.initial_loss(), {"long_name": "0.5 ||W*||_F^2 + floor"}),

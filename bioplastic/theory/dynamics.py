@@ -23,8 +23,9 @@ error covariance ``<e e^T>``   ``C = E M^T - M Syx^T + Syy``
 ``F``, ldfa / direct_ldfa      ``P Q``, ``P`` (m, r), ``Q`` (r, k)
 ============================== ==================================================================
 
-Feedback learning (science notes section 2, written for this student; ``eta_B`` the feedback learning rate,
-``lambda_B`` the feedback weight decay, every gradient applied by plain descent):
+Feedback learning (science notes section 2, written for this student; ``eta_B`` the feedback learning rate
+(``feedback_lr``; ``P`` may learn at its own ``feedback_lr_p``), ``lambda_B`` the feedback weight decay, every
+gradient applied by plain descent):
 
 - ``kolen_pollack``: ``grad_B = G2 + lambda_B B``.
 - ``q_only``: ``grad_Q = P^T G2 + lambda_B Q`` (``(delta P)^T h``), ``P`` frozen.
@@ -88,6 +89,7 @@ class RuleSpec:
     rank: int
     lr: float
     feedback_lr: float
+    feedback_lr_p: float
     weight_decay: float
     feedback_weight_decay: float
     error_normalization: str
@@ -120,11 +122,11 @@ def rule_label(rule: str, feedback_learning: str | None = None) -> str:
     return f"{rule}_{feedback_learning}" if rule in _LOW_RANK and feedback_learning else rule
 
 
-def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None = 2,
+def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None = None,
                    feedback_learning: str | None = None, lr: float = 2.5e-3, feedback_lr: float | None = None,
                    weight_decay: float = 0.0, feedback_weight_decay: float | None = None,
                    error_normalization: str = "trace", sign_scale: str | None = None,
-                   reinit_every: int | None = None) -> RuleSpec:
+                   reinit_every: int | None = None, feedback_lr_p: float | None = None) -> RuleSpec:
     """Validate a rule name (or a :class:`bioplastic.rules.Rule` object) and its options.
 
     A ``Rule`` object supplies ``rank`` (or ``rank_fraction`` of ``n_outputs``), ``feedback_learning``,
@@ -174,6 +176,8 @@ def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None
         raise ValueError(f"feedback_learning applies only to 'ldfa' and 'direct_ldfa', not to {rule!r}")
     lr = _check_rate("lr", lr, positive=True)
     feedback_lr = lr if feedback_lr is None else _check_rate("feedback_lr", feedback_lr, positive=True)
+    feedback_lr_p = feedback_lr if feedback_lr_p is None else _check_rate("feedback_lr_p", feedback_lr_p,
+                                                                          positive=True)
     weight_decay = _check_rate("weight_decay", weight_decay, positive=False)
     feedback_weight_decay = _check_rate("feedback_weight_decay", 0.0 if feedback_weight_decay is None
                                         else feedback_weight_decay, positive=False)
@@ -185,29 +189,34 @@ def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None
             raise ValueError("reinit_every applies only to rule 'ldfa' with feedback_learning='normative'")
         reinit_every = check_positive_int("reinit_every", reinit_every)
     return RuleSpec(rule=rule, feedback_learning=feedback_learning if rule in _LOW_RANK else None, rank=rank,
-                    lr=lr, feedback_lr=feedback_lr, weight_decay=weight_decay,
+                    lr=lr, feedback_lr=feedback_lr, feedback_lr_p=feedback_lr_p, weight_decay=weight_decay,
                     feedback_weight_decay=feedback_weight_decay, error_normalization=error_normalization,
                     sign_scale=sign_scale, reinit_every=reinit_every)
 
 
-def feedback_operator(spec: RuleSpec, state: dict[str, torch.Tensor]) -> torch.Tensor:
+def feedback_operator(spec: RuleSpec, state: dict[str, torch.Tensor],
+                      output_basis: torch.Tensor | None = None) -> torch.Tensor:
     """The matrix ``F`` (m, k) through which the hidden layer receives the error, ``g_in = e F``.
 
     ``F^T`` is the paper's ``B`` (k, m) in the column convention (``W2^T`` for BP, ``Q_c P_c`` for LDFA).
+    ``output_basis`` (m, m): the state's output coordinates are ``U^T`` (neurons); only sign symmetry, which is
+    not rotation covariant (the sign is taken synapse by synapse), needs it: ``F = U^T s sign(U W2')``.
     """
     w2 = state["W2"]
     if spec.rule == "bp":
         return w2
     if spec.rule == "sign_symmetry":
-        scale = w2.abs().mean() if spec.sign_scale == "mean_abs" else 1.0
-        return scale * torch.sign(w2)
+        w = w2 if output_basis is None else output_basis @ w2
+        scale = w.abs().mean() if spec.sign_scale == "mean_abs" else 1.0
+        f = scale * torch.sign(w)
+        return f if output_basis is None else output_basis.T @ f
     if spec.low_rank:
         return state["P"] @ state["Q"]
     return state["B"]
 
 
 def increments(spec: RuleSpec, state: dict[str, torch.Tensor], sxx: torch.Tensor | None, syx: torch.Tensor,
-               syy: torch.Tensor) -> dict[str, torch.Tensor]:
+               syy: torch.Tensor, output_basis: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Change of every learned parameter in one gradient step (``-lr * grad``), from the data moments.
 
     Parameters
@@ -219,6 +228,8 @@ def increments(spec: RuleSpec, state: dict[str, torch.Tensor], sxx: torch.Tensor
     sxx, syx, syy : torch.Tensor
         ``<x x^T>`` (n, n), ``<y x^T>`` (m, n), ``<y y^T>`` (m, m) of the batch (or population);
         ``sxx=None`` stands for the identity (white inputs, population).
+    output_basis : torch.Tensor, optional
+        For a state in rotated output coordinates (see :func:`feedback_operator`).
 
     Returns
     -------
@@ -229,7 +240,7 @@ def increments(spec: RuleSpec, state: dict[str, torch.Tensor], sxx: torch.Tensor
     m_ = w2 @ w1
     e = (m_ if sxx is None else m_ @ sxx) - syx   # <e x^T>, (m, n)
     g2 = e @ w1.T                           # <e h^T> = grad_W2, (m, k)
-    f = feedback_operator(spec, state)      # (m, k)
+    f = feedback_operator(spec, state, output_basis)  # (m, k)
     g1 = f.T @ e                            # <g_in^T x>, (k, n)
     lr, flr = spec.lr, spec.feedback_lr
     wd, fwd = spec.weight_decay, spec.feedback_weight_decay
@@ -254,7 +265,8 @@ def increments(spec: RuleSpec, state: dict[str, torch.Tensor], sxx: torch.Tensor
             cp = c @ p
             grad_p, grad_q = -(cp - p @ (p.T @ cp)), p.T @ g2
         if grad_p is not None:
-            out["P"] = -flr * (grad_p + fwd * p) if fwd else -flr * grad_p
+            plr = spec.feedback_lr_p
+            out["P"] = -plr * (grad_p + fwd * p) if fwd else -plr * grad_p
         out["Q"] = -flr * (grad_q + fwd * q) if fwd else -flr * grad_q
     return out
 

@@ -82,10 +82,11 @@ def _rotate(state: dict[str, torch.Tensor], teacher: Teacher) -> dict[str, torch
 
 @run_limited
 def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, n_hidden: int = 64,
-                  rank: int | None = 2, feedback_learning: FeedbackLearning | None = None, steps: int = 5000,
+                  rank: int | None = None, feedback_learning: FeedbackLearning | None = None, steps: int = 5000,
                   lr: float = 2.5e-3, feedback_lr: float | None = None, weight_decay: float = 0.0,
                   feedback_weight_decay: float | None = None, error_normalization: ErrorNormalization = "trace",
-                  sign_scale: str | None = None, reinit_every: int | None = None, init: Init = "random",
+                  sign_scale: str | None = None, reinit_every: int | None = None, feedback_lr_p: float | None = None,
+                  init: Init = "random",
                   init_scale: float = 0.1, feedback_init_scale: float = 1.0, record_every: int | None = None,
                   seed: int = 0, initial_weights: dict[str, Any] | None = None, method: Method = "RK45",
                   rtol: float = 1e-8, atol: float = 1e-10,
@@ -97,7 +98,8 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
     ``B' = U^T B`` the flow of every rule keeps its form with ``W*`` replaced by the rectangular diagonal
     ``S`` (science notes, section 3: ``tau dW2/dt = R W1^T``, ``tau dW1/dt = B R`` with ``B = W2^T`` for BP,
     the fixed ``B`` for FA, ``Q P`` for LDFA, and the feedback flows of :mod:`bioplastic.theory.dynamics`),
-    so the reduction is exact for any initial condition: the per-mode quantities are read off the diagonal
+    so the reduction is exact for any initial condition (sign symmetry, whose ``sign`` acts synapse by synapse,
+    is evaluated in the neurons' basis): the per-mode quantities are read off the diagonal
     of ``W2' W1'``. Time is counted in steps (``tau = 1 / lr``, ``tau_B = 1 / feedback_lr``), so the result
     is the small-learning-rate limit of :func:`simulate` on the population, started from the *same* initial
     weights for the same ``seed``.
@@ -109,7 +111,7 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
 
     Parameters
     ----------
-    rule, teacher, n_hidden, rank, feedback_learning, steps, lr, feedback_lr, weight_decay,
+    rule, teacher, n_hidden, rank, feedback_learning, steps, lr, feedback_lr, feedback_lr_p, weight_decay,
     feedback_weight_decay, error_normalization, sign_scale, reinit_every, init, init_scale,
     feedback_init_scale, record_every, seed, initial_weights
         As :func:`simulate` (``steps`` is the duration in steps; records at the same steps).
@@ -141,7 +143,7 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
                           feedback_learning=feedback_learning, lr=lr, feedback_lr=feedback_lr,
                           weight_decay=weight_decay, feedback_weight_decay=feedback_weight_decay,
                           error_normalization=error_normalization, sign_scale=sign_scale,
-                          reinit_every=reinit_every)
+                          reinit_every=reinit_every, feedback_lr_p=feedback_lr_p)
     rec = record_steps(steps, record_every)
     n_modes, n_angles = teacher.rank, min(spec.rank, teacher.rank)
     if n_modes == 0:
@@ -192,7 +194,7 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
             return {**frozen, **{nm: part.view(shapes[nm]) for nm, part in zip(learned, parts)}}
 
         def rhs(_t: float, y: np.ndarray) -> np.ndarray:
-            inc = increments(spec, unpack(y), sxx, target, syy)
+            inc = increments(spec, unpack(y), sxx, target, syy, teacher.U)
             return torch.cat([inc[nm].reshape(-1) for nm in learned]).numpy()
 
         bounds = [0]
@@ -220,7 +222,8 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
 
     records: dict[str, list[torch.Tensor]] = {}
     for st in states:
-        for name, value in diagnostics(spec, st, target, None, None, s, n_modes, n_angles, teacher.floor).items():
+        for name, value in diagnostics(spec, st, target, None, None, s, n_modes, n_angles, teacher.floor,
+                                       teacher.U).items():
             records.setdefault(name, []).append(value)
     stacked = {name: torch.stack(values) for name, values in records.items()}
     log.info("gradient_flow %s: final loss %.4g", spec.label, float(stacked["loss"][-1]))

@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from bioplastic._checks import check_positive_int
+from bioplastic._checks import check_finite, check_positive_int
 from bioplastic.theory._results import build_dataset, diagnostics
 from bioplastic.theory._threads import run_limited
 from bioplastic.theory.dynamics import (
@@ -47,16 +47,34 @@ def _moments(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return x.T @ x / b, y.T @ x / b, y.T @ y / b
 
 
+def _check_data(data: Any, teacher: Teacher) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError("data must be a pair (x, y) of arrays of shapes (N, n_inputs) and (N, n_outputs)")
+    x = torch.as_tensor(np.asarray(data[0]) if not isinstance(data[0], torch.Tensor) else data[0])
+    y = torch.as_tensor(np.asarray(data[1]) if not isinstance(data[1], torch.Tensor) else data[1])
+    if x.ndim != 2 or x.shape[1] != teacher.n_inputs or x.shape[0] < 1:
+        raise ValueError(f"data x has shape {tuple(x.shape)}, expected (N, {teacher.n_inputs}) (n_inputs of the "
+                         f"teacher)")
+    if y.ndim != 2 or tuple(y.shape) != (x.shape[0], teacher.n_outputs):
+        raise ValueError(f"data y has shape {tuple(y.shape)}, expected ({x.shape[0]}, {teacher.n_outputs}) "
+                         f"(N of x, n_outputs of the teacher)")
+    check_finite("data x", x)
+    check_finite("data y", y)
+    return x.detach().clone(), y.detach().clone()
+
+
 @run_limited
 def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, n_hidden: int = 64,
-             rank: int | None = 2, feedback_learning: FeedbackLearning | None = None, steps: int = 5000,
+             rank: int | None = None, feedback_learning: FeedbackLearning | None = None, steps: int = 5000,
              lr: float = 2.5e-3, feedback_lr: float | None = None, weight_decay: float = 0.0,
              feedback_weight_decay: float | None = None, error_normalization: ErrorNormalization = "trace",
-             sign_scale: str | None = None, reinit_every: int | None = None, init: Init = "random",
+             sign_scale: str | None = None, reinit_every: int | None = None, feedback_lr_p: float | None = None,
+             init: Init = "random",
              init_scale: float = 0.1, feedback_init_scale: float = 1.0, n_samples: int | None = None,
              batch_size: int | None = None, record_every: int | None = None, seed: int = 0,
              dtype: torch.dtype = torch.float64, device: str | torch.device | None = None,
-             initial_weights: dict[str, Any] | None = None, progress: bool = False,
+             initial_weights: dict[str, Any] | None = None, data: tuple[Any, Any] | None = None,
+             progress: bool = False,
              num_threads: int | None = 1) -> xr.Dataset:
     """Train ``y_hat = W2 W1 x`` on a linear teacher with gradient descent and a chosen feedback rule.
 
@@ -76,9 +94,10 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
         See :func:`random_teacher`, :func:`paper_teacher`.
     n_hidden : int
         ``k``.
-    rank : int
+    rank : int, optional
         Number of feedback units ``r`` (LDFA), ``1 <= r <= min(m, k)``; for every rule also the number of
-        directions in the feedback-subspace angles (at most the teacher's rank).
+        directions in the feedback-subspace angles (at most the teacher's rank). Default: the ``Rule``
+        object's rank, else 2 (the paper's figure).
     feedback_learning : {"fixed", "q_only", "normative", "local", "oja"}, optional
         LDFA only; default ``"normative"`` (``"local"`` for ``direct_ldfa``).
     steps : int
@@ -86,6 +105,9 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
     lr, feedback_lr : float
         Learning rates of the forward and the feedback weights (``feedback_lr=None``: ``lr``). The time
         constants of the gradient flow are ``tau = 1 / lr`` and ``tau_B = 1 / feedback_lr`` steps.
+    feedback_lr_p : float, optional
+        Learning rate of ``P`` where it learns (``normative``, ``local``, ``oja``); default ``feedback_lr``.
+        For ``oja`` it sets the speed of Oja's subspace rule independently of the Kolen-Pollack rate of ``Q``.
     weight_decay, feedback_weight_decay : float
         Weight decay ``lambda`` (gradient ``+ lambda W``) of the forward and of the *learned* feedback weights.
     error_normalization : {"trace", "none"}
@@ -112,6 +134,9 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
         Torch dtype (default float64) and device (default CPU) of the simulation.
     initial_weights : dict, optional
         ``{"W1": (k, n), "W2": (m, k)}`` arrays replacing the random initial weights.
+    data : tuple (x, y), optional
+        A training set to use instead of drawing one: ``x`` of shape (N, n), ``y`` of shape (N, m) (copied;
+        ``n_samples`` must then be ``None`` or ``N``). ``loss`` stays the population loss under the teacher.
     progress : bool
         Show a tqdm progress bar.
     num_threads : int or None, default 1
@@ -132,8 +157,9 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
     Raises
     ------
     ValueError
-        Unknown names (listing the allowed values), rank out of range, non-finite teacher, mismatched
-        ``initial_weights`` shapes, ``batch_size > n_samples``, non-positive sizes or learning rates.
+        Unknown names (listing the allowed values), rank out of range, non-finite teacher or data, mismatched
+        ``initial_weights`` or ``data`` shapes, ``batch_size > n_samples``, non-positive sizes or learning
+        rates.
 
     Notes
     -----
@@ -146,8 +172,13 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
                           feedback_learning=feedback_learning, lr=lr, feedback_lr=feedback_lr,
                           weight_decay=weight_decay, feedback_weight_decay=feedback_weight_decay,
                           error_normalization=error_normalization, sign_scale=sign_scale,
-                          reinit_every=reinit_every)
+                          reinit_every=reinit_every, feedback_lr_p=feedback_lr_p)
     rec = record_steps(steps, record_every)
+    if data is not None:
+        x_given, y_given = _check_data(data, teacher)
+        if n_samples is not None and n_samples != x_given.shape[0]:
+            raise ValueError(f"n_samples {n_samples} does not match the {x_given.shape[0]} samples of data")
+        n_samples = int(x_given.shape[0])
     if n_samples is not None:
         n_samples = check_positive_int("n_samples", n_samples)
     if batch_size is not None:
@@ -176,6 +207,10 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
         fixed = (None, w_star,
                  w_star @ w_star.T + noise ** 2 * torch.eye(teacher.n_outputs, dtype=dtype, device=device))
         data_mode = "population"
+    elif data is not None:
+        x_data, y_data = x_given.to(device=device, dtype=dtype), y_given.to(device=device, dtype=dtype)
+        fixed = _moments(x_data, y_data) if batch_size is None else None
+        data_mode = "given_full_batch" if batch_size is None else "given_minibatch"
     elif n_samples is not None and batch_size is None:
         sxx = torch.zeros(teacher.n_inputs, teacher.n_inputs, dtype=dtype, device=device)
         syx = torch.zeros(teacher.n_outputs, teacher.n_inputs, dtype=dtype, device=device)

@@ -403,6 +403,7 @@ warmup_epochs, amp, compile : optional
                 finished[run] = ds
         if finished:
             log.info("resuming in %s: %d of %d runs already finished", out_dir, len(finished), len(runs))
+        _check_results_superset(out_dir / _results.RESULTS_FILE, {r.id for r in runs})
 
     def merged() -> xr.Dataset:
         return _results.merge_runs([finished[r] for r in runs if r in finished], **grid)
@@ -443,8 +444,9 @@ warmup_epochs, amp, compile : optional
             finished[run] = ds
             write()
             bar.update(1)
-    except KeyboardInterrupt:
-        log.warning("interrupted: %d of %d runs finished%s; run the same command again to resume",
+    except BaseException as exc:  # Ctrl-C or a crash: the finished runs are already on disk
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}"
+        log.warning("%s: %d of %d runs finished%s; run the same command again to resume", what,
                     len(finished), len(runs), f" and saved in {out_dir / _results.RESULTS_FILE}" if writer else "")
         raise
     finally:
@@ -456,6 +458,27 @@ warmup_epochs, amp, compile : optional
 
         plot_comparison(ds, out_dir / "figure.png")
     return ds
+
+
+def _check_results_superset(path: Path, requested: set[str]) -> None:
+    """Refuse to replace a results file whose finished runs the new comparison would drop."""
+    if not path.exists():
+        return
+    try:
+        old = io.load(path)
+    except ValueError:
+        log.warning("%s is unreadable; it is rebuilt from the finished runs in %s", path, path.parent / "runs")
+        return
+    dropped = sorted(
+        run_id(str(label), int(rank), int(seed))
+        for i, label in enumerate(old["rule"].values) for j, rank in enumerate(old["rank"].values)
+        for k, seed in enumerate(old["seed"].values)
+        if old["status"].values[i, j, k] in ("ok", "diverged")
+        and run_id(str(label), int(rank), int(seed)) not in requested)
+    if dropped:
+        raise ValueError(
+            f"{path} holds finished runs that this comparison does not include ({', '.join(dropped)}); "
+            f"include them (they are resumed, not retrained) or use another out folder")
 
 
 def _diff(old: str | None, new: str) -> str:

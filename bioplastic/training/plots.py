@@ -53,6 +53,7 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
         Not registered with pyplot (no global state); Jupyter displays it when it is the cell's value.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     labels = [str(x) for x in ds["rule"].values]
     ranks = [int(r) for r in ds["rank"].values]
@@ -73,13 +74,14 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
                 continue
             mean, _ = _mean_sem(acc[i, j], 0)
             if r == NO_RANK:
-                ax.plot(epochs, mean, color=colours[lab], lw=2, label=lab)
+                ax.plot(epochs, mean, color=colours[lab], lw=2, marker="o", ms=3, label=lab)
             else:
                 k = true_ranks.index(r)
                 alpha = 0.35 + 0.65 * (k + 1) / len(true_ranks)
                 ax.plot(epochs, mean, color=colours[lab], lw=1.5, alpha=alpha, marker=".",
                         label=f"{lab} r={r}")
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="(a) test accuracy per epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
 

@@ -91,3 +91,12 @@ def test_hooks_removed_when_forward_fails(stimuli):
 def test_representation_layers_are_nonlinearities_and_readout():
     assert representation_layers(_net()) == ["2", "7", "8"]
     assert representation_layers(_net(), include_output=False) == ["2", "7"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_activations_on_cuda_equal_cpu(stimuli):
+    net = _net()
+    cpu = record_activations(net, stimuli, ["2", "8"])
+    gpu = record_activations(_net().cuda(), stimuli, ["2", "8"], device="cuda")
+    np.testing.assert_allclose(gpu["8"].values, cpu["8"].values, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gpu["2"].values, cpu["2"].values, rtol=1e-4, atol=1e-5)

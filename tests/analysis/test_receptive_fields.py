@@ -119,9 +119,12 @@ def test_reverse_correlation_of_a_rectified_unit_is_half_its_kernel():
     scale = np.linalg.norm(KERNELS.reshape(2, -1), axis=1)[:, None, None]
     # standard error of the mean of relu(k.x) x / sigma^2 is about |k| / sqrt(n) per pixel
     assert np.max(np.abs(est - KERNELS / 2) / scale) < 5 / np.sqrt(n)
-    # the indices of the measured RFs are those of the kernels (scale-invariant), up to the estimate's noise
+    # the indices of the measured RFs are those of the kernels (scale-invariant), up to the estimate's noise;
+    # at this noise level (about 0.007 |k| per pixel) the CSI of the Gabor varies with sd ~0.015 (its small
+    # radial part makes the antagonism term noisy), OSI and CV far less
     ind, true = receptive_field_indices(rf), receptive_field_indices(KERNELS)
-    for name in ("centre_surround_index", "orientation_selectivity_index", "circular_variance"):
+    np.testing.assert_allclose(ind.centre_surround_index.values, true.centre_surround_index.values, atol=0.08)
+    for name in ("orientation_selectivity_index", "circular_variance"):
         np.testing.assert_allclose(ind[name].values, true[name].values, atol=0.03)
     assert true.centre_surround_index.values[0] > 0.8 and true.orientation_selectivity_index.values[1] > 0.9
 

@@ -170,8 +170,8 @@ def test_state_dict_round_trip(rule, batch_mlp):
     b = bioplastic.convert(mlp(), rule, seed=1)
     if a[0].feedback_names:
         assert not torch.equal(a[0].feedback_parameters()[0], b[0].feedback_parameters()[0])
-    for _, layer in feedback_layers(a):
-        layer.steps = 7
+    for _ in range(7):
+        bioplastic.nn.feedback_step(a)
     b.load_state_dict(a.state_dict())
     ga, gb = gradients(a, x, y, F.cross_entropy), gradients(b, x, y, F.cross_entropy)
     assert ga.keys() == gb.keys()
@@ -243,3 +243,21 @@ def test_cuda_same_code_same_gradients(rule, batch_conv):
     for k in g_cpu:
         if g_cpu[k] is not None:
             torch.testing.assert_close(g_gpu[k].cpu(), g_cpu[k], rtol=1e-7, atol=1e-9)
+
+
+def test_autocast_bp_matches_plain_autocast():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 5))
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))
+    net = bioplastic.convert(model, "bp")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = gradients(net, x, y, F.cross_entropy)
+        want = gradients(model, x, y, F.cross_entropy)
+    for k in want:
+        assert got[k].dtype == torch.float32
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # every rule runs under autocast
+        for rule in ("fa", "ldfa", "dfa"):
+            g = gradients(bioplastic.convert(model, make(rule) if rule != "ldfa" else make(rule, rank=4),
+                                             example_input=x), x, y, F.cross_entropy)
+            assert all(torch.isfinite(v).all() for v in g.values() if v is not None)

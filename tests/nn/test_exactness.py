@@ -72,6 +72,7 @@ def test_sign_symmetry_on_sign_weights_is_backprop(batch_mlp):
                            names=_all_forward_names(model))
 
 
+@pytest.mark.filterwarnings("ignore:.*clipped:UserWarning")
 def test_output_layer_gets_exact_error_under_every_rule(batch_mlp):
     model = mlp()
     x, y = batch_mlp
@@ -84,6 +85,7 @@ def test_output_layer_gets_exact_error_under_every_rule(batch_mlp):
         assert bioplastic.nn.conversion_report(converted).output_layer == "4"
 
 
+@pytest.mark.filterwarnings("ignore:.*clipped:UserWarning")
 def test_input_model_is_untouched(batch_mlp):
     model = mlp()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -316,6 +316,17 @@ def test_resume_with_another_config_refuses_and_keeps_files(engine, digits_spec,
     assert before == after
 
 
+def test_out_folder_of_another_comparison_is_not_overwritten(engine, digits_spec, tmp_path):
+    small(digits_spec, tmp_path / "out", rules=["bp"], seeds=[0])
+    before = (tmp_path / "out" / "results.nc").read_bytes()
+    with pytest.raises(ValueError, match=r"results.nc holds finished runs .*bp-s0"):
+        small(digits_spec, tmp_path / "out", rules=["fa"], seeds=[0])
+    assert (tmp_path / "out" / "results.nc").read_bytes() == before
+    engine.calls.clear()  # extending the comparison is fine: bp is resumed, fa trained
+    ds = small(digits_spec, tmp_path / "out", rules=["bp", "fa"], seeds=[0])
+    assert [c.rule for c in engine.calls] == ["fa"] and (ds.status.values[:, 0] == "ok").all()
+
+
 def test_corrupt_run_file_is_named(engine, digits_spec, tmp_path):
     small(digits_spec, tmp_path / "out", rules=["bp"], seeds=[0])
     (tmp_path / "out" / "runs" / "bp-s0.nc").write_bytes(b"garbage")
@@ -461,3 +472,14 @@ def test_real_engine_interrupted_mid_run_resumes_from_its_checkpoint(tmp_path, m
     a = bioplastic.training.load_model(tmp_path / "out", "ldfa", 2).state_dict()
     b = bioplastic.training.load_model(tmp_path / "ref", "ldfa", 2).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+
+def test_real_engine_divergence_is_recorded(tmp_path):
+    """SGD at lr 1e30 overflows in the first epoch: every run stops with status "diverged", the file is
+    written, and nothing raises."""
+    ds = bioplastic.compare(rules=["bp", "fa"], seeds=[0], epochs=2, dataset="digits", max_train=64, lr=1e30,
+                            optimizer="sgd", device="cpu", out=tmp_path / "out", progress=False, figure=False)
+    assert (ds.status.values == "diverged").all() and (ds.epochs_completed.values == 0).all()
+    assert np.isnan(ds.test_accuracy).all()
+    xr.testing.assert_identical(ds, bioplastic.training.load_results(tmp_path / "out"))
+    assert "diverged" in R.format_table(ds)
