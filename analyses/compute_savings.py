@@ -272,7 +272,9 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
         for j, r in enumerate(ranks):
             if not np.isfinite(acc.isel(rule=i, rank=j).values).any():
                 continue
-            model = make_variant(spec, plain, base, rank=r if r > 0 else None, feedback_learning=fl or None)
+            low_rank = base in ("ldfa", "direct_ldfa")
+            model = make_variant(spec, plain, base, rank=r if low_rank and r > 0 else None,
+                                 feedback_learning=(fl or None) if low_rank else None)
             flops[i, j] = count_step_flops(model, x, y)["total"]
     n_seed = curves.sizes["seed"]
     ep = np.full((len(labels), len(ranks), n_seed), np.nan)
@@ -447,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> xr.Dataset:
     parser.add_argument("--target", default="bp", choices=("bp", "own"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bioplastic.nn.convert").setLevel(logging.WARNING)  # one conversion report per variant
 
     from bioplastic._checks import check_choice
     from bioplastic.architectures import available_specs

@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="measure per-layer alignment with backprop every epoch")
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch (default: torch's choice; 1 is faster on a busy machine)")
     g.add_argument("--out", default=DEFAULT_OUT, help="output folder (resumed if it holds finished runs)")
     g.add_argument("--models", action=argparse.BooleanOptionalAction, default=True,
                    help="save the trained models to OUT/models")
@@ -105,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
 def _run_compare(args: argparse.Namespace) -> int:
     import bioplastic
     from bioplastic.training.results import RESULTS_FILE, format_table
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)  # the command owns its process
 
     kwargs = dict(
         rules=args.rules, ranks=args.ranks, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset,

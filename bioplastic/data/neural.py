@@ -380,7 +380,8 @@ def load_v1_statistics(path: str | os.PathLike) -> xr.Dataset:
             "spatial_frequency_lower": ("spatial_frequency_bin", sf_edges[:-1], {"units": "cycles/degree"}),
             "spatial_frequency_upper": ("spatial_frequency_bin", sf_edges[1:], {"units": "cycles/degree"}),
         },
-        attrs={"source_file": str(file)},
+        attrs={"source_file": str(file),
+               "citation": "; ".join(e.get("source", "") for e in (shape, ori, sf, stringer) if e.get("source"))},
     )
 
 

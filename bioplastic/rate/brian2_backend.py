@@ -81,6 +81,7 @@ def _run(net: RateNetwork, proto: Protocol, b2: Any, code_class: type) -> dict[s
     learn_p = learn and rule in ("local", "oja")
     learn_q = learn and rule != "fixed"
     weights = {k: v.detach().cpu().double().numpy() for k, v in net._weights.items()}
+    rates = net.synaptic_learning_rates()
     kw = dict(dt=dt, codeobj_class=code_class)
     method = _METHOD[proto.method]
     layers = [p.name for p in net.populations[1:]]
@@ -107,7 +108,7 @@ def _run(net: RateNetwork, proto: Protocol, b2: Any, code_class: type) -> dict[s
             eqs.append("recon : 1")
         g = b2.NeuronGroup(pop.size, "\n".join(eqs), method=method, name=f"{pop.name}*", **kw)
         g.tau = pop.tau * second
-        g.eta = net.learning_rate / second
+        g.eta = rates[f"b_{pop.name}"] / second
         g.b = weights[f"b_{pop.name}"]
         g.state_updater.order = ORDER_NEURONS
         if learn:
@@ -152,7 +153,7 @@ def _run(net: RateNetwork, proto: Protocol, b2: Any, code_class: type) -> dict[s
         syn = _make(name, groups[pre.name], groups[post.name], model, learn)
         _connect_matrix(syn, weights[name].shape, pre_is_row=False)
         syn.w = weights[name].ravel()
-        syn.eta_w = net.learning_rate / second
+        syn.eta_w = rates[name] / second
     # output <-> error population (one-to-one)
     for name, src, dst, model in [
         ("output_to_error", net.output.name, ERROR_POPULATION, "r_out_post = r_pre : 1 (summed)"),
@@ -176,7 +177,7 @@ def _run(net: RateNetwork, proto: Protocol, b2: Any, code_class: type) -> dict[s
         syn = _make(gfb.p_name, groups[gfb.source], groups[gfb.name], p_model, learn_p)
         _connect_matrix(syn, weights[gfb.p_name].shape, pre_is_row=True)
         syn.p = weights[gfb.p_name].ravel()
-        syn.eta_fb = fb.learning_rate / second
+        syn.eta_fb = rates.get(gfb.p_name, 0.0) / second
         syn.lambda_fb = fb.weight_decay
         for k, (qn, tgt) in enumerate(zip(gfb.q_names, gfb.targets)):
             q_model = ["dq/dt = eta_fb * plasticity_gate(t) * (z_pre * r_post - lambda_fb * q) : 1 (clock-driven)"
@@ -186,7 +187,7 @@ def _run(net: RateNetwork, proto: Protocol, b2: Any, code_class: type) -> dict[s
             syn = _make(qn, groups[gfb.name], groups[tgt], q_model, learn_q)
             _connect_matrix(syn, weights[qn].shape, pre_is_row=True)
             syn.q = weights[qn].ravel()
-            syn.eta_fb = fb.learning_rate / second
+            syn.eta_fb = rates.get(qn, 0.0) / second
             syn.lambda_fb = fb.weight_decay
 
     # monitors

@@ -35,7 +35,7 @@ signal of the population above (``t_{j+1}``, or ``e`` for the last hidden popula
 
 Plasticity (three factors, local at each synapse, per unit time, active while the plasticity gate is on)::
 
-    dW_l/dt = eta * t_l^T r_{l-1}        db_l/dt = eta * t_l       (t_out = e)
+    dW_l/dt = eta_l * t_l^T r_{l-1}      db_l/dt = eta_l * t_l     (t_out = e, eta_l = eta / n_{l-1})
 
 averaged over parallel trials. Feedback learning (``FeedbackPopulation.learning``), the continuous-time
 forms of section 2 of the science notes (``docs/rate.md``), all with rate ``eta_fb`` (1/s):
@@ -50,7 +50,9 @@ forms of section 2 of the science notes (``docs/rate.md``), all with rate ``eta_
   (Oja 1982, 1989; columns of P converge to the top-r principal subspace of ``<t_src^T t_src>``), Q by
   Kolen-Pollack as above.
 
-Learning rates are defined per unit time, so halving ``dt`` does not change the learning trajectory.
+Learning rates are defined per unit time, so halving ``dt`` does not change the learning trajectory, and
+(by default) normalised by the fan-in, so widening a layer does not change it either
+(:meth:`RateNetwork.synaptic_learning_rates`).
 """
 from __future__ import annotations
 
@@ -71,6 +73,8 @@ Wiring = Literal["direct", "layerwise"]
 WIRINGS: tuple[str, ...] = ("direct", "layerwise")
 FeedbackRule = Literal["fixed", "kolen_pollack", "local", "oja"]
 FEEDBACK_RULES: tuple[str, ...] = ("fixed", "kolen_pollack", "local", "oja")
+LearningRateScaling = Literal["fan_in", "none"]
+LEARNING_RATE_SCALINGS: tuple[str, ...] = ("fan_in", "none")
 Backend = Literal["torch", "brian2"]
 BACKENDS: tuple[str, ...] = ("torch", "brian2")
 ERROR_POPULATION = "error"
@@ -213,6 +217,14 @@ class RateNetwork:
         The feedback pathway.
     learning_rate : float or brian2 rate quantity, default 1.0
         ``eta`` of the forward weights and biases, in 1/second.
+    learning_rate_scaling : {"fan_in", "none"}, default "fan_in"
+        ``fan_in``: ``learning_rate`` (and the feedback learning rate) is a normalised rate; each synapse
+        learns at ``eta / n_pre`` with ``n_pre`` the number of inputs of the layer (for the feedback
+        weights Q_j and the local rule's P: the width of the hidden population they serve, the fan-in of
+        the forward matrix they mirror, so Kolen-Pollack tracking holds with ``eta_fb = eta``; Oja's P is
+        not scaled). The change of a neuron's summed input then does not grow with the width, so learning
+        does not change when a layer is made wider at the same ``learning_rate``. ``none``: every synapse
+        learns at ``learning_rate`` (resp. the feedback rate) as given. See :meth:`synaptic_learning_rates`.
     tau_error : float or brian2 time quantity, default 0.005
         Time constant of the output error population (seconds).
     seed : int, default 0
@@ -239,6 +251,7 @@ class RateNetwork:
         feedback: FeedbackPopulation,
         *,
         learning_rate: float = 1.0,
+        learning_rate_scaling: str = "fan_in",
         tau_error: float = 0.005,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
@@ -274,6 +287,8 @@ class RateNetwork:
         self.populations = populations
         self.feedback = feedback
         self.learning_rate = to_si("learning_rate", learning_rate, "1/second", allow_zero=True)
+        self.learning_rate_scaling = check_choice("learning_rate_scaling", learning_rate_scaling,
+                                                  LEARNING_RATE_SCALINGS)
         self.tau_error = to_si("tau_error", tau_error, "second")
         self.seed = check_positive_int("seed", seed, minimum=0)
         self.dtype = dtype
@@ -373,6 +388,31 @@ class RateNetwork:
                 w[qn] = torch.randn(r, n_t, generator=gen, dtype=torch.float64) / math.sqrt(n_t)
         return w
 
+    def synaptic_learning_rates(self) -> dict[str, float]:
+        """Per-synapse learning rate (1/second) of every plastic weight (and bias); both backends use these.
+
+        Forward ``W_l`` and ``b_l``: ``eta / n_{l-1}`` with ``learning_rate_scaling="fan_in"``, else ``eta``.
+        ``Q_j`` (Kolen-Pollack, local, Oja) and ``P`` of the local rule: ``eta_fb / n`` with ``n`` the width of
+        the hidden population(s) served (summed over targets for a direct local ``P``), else ``eta_fb``;
+        Oja's ``P``: ``eta_fb``. Fixed feedback weights are absent.
+        """
+        fan = self.learning_rate_scaling == "fan_in"
+        rates: dict[str, float] = {}
+        for pre, post in zip(self.populations[:-1], self.populations[1:]):
+            rate = self.learning_rate / pre.size if fan else self.learning_rate
+            rates[f"W_{post.name}"] = rates[f"b_{post.name}"] = rate
+        fb = self.feedback
+        for g in self.feedback_groups:
+            if fb.learning in ("kolen_pollack", "local", "oja"):
+                for qn, t in zip(g.q_names, g.targets):
+                    rates[qn] = fb.learning_rate / self.size_of(t) if fan else fb.learning_rate
+            if fb.learning == "local":
+                n = sum(self.size_of(t) for t in g.targets)
+                rates[g.p_name] = fb.learning_rate / n if fan else fb.learning_rate
+            elif fb.learning == "oja":
+                rates[g.p_name] = fb.learning_rate
+        return rates
+
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self._weights.items()}
 
@@ -429,6 +469,7 @@ class RateNetwork:
             "populations": [asdict(p) for p in self.populations],
             "feedback": asdict(self.feedback),
             "learning_rate": self.learning_rate,
+            "learning_rate_scaling": self.learning_rate_scaling,
             "tau_error": self.tau_error,
             "seed": self.seed,
             "dtype": str(self.dtype).replace("torch.", ""),
@@ -445,7 +486,9 @@ class RateNetwork:
         if isinstance(dtype, str):
             check_choice("dtype", dtype, ("float32", "float64"))
             dtype = getattr(torch, dtype)
-        return cls(pops, fb, learning_rate=cfg.get("learning_rate", 1.0), tau_error=cfg.get("tau_error", 0.005),
+        return cls(pops, fb, learning_rate=cfg.get("learning_rate", 1.0),
+                   learning_rate_scaling=cfg.get("learning_rate_scaling", "fan_in"),
+                   tau_error=cfg.get("tau_error", 0.005),
                    seed=cfg.get("seed", 0), dtype=dtype, device=cfg.get("device", "cpu"))
 
     @classmethod
@@ -500,13 +543,14 @@ class RateNetwork:
         if set(fb) - allowed_fb:
             raise ValueError(f"unknown [feedback] keys {sorted(set(fb) - allowed_fb)}; allowed: {sorted(allowed_fb)}")
         allowed = {"name", "architecture", "description", "training", "feedback", "sizes", "activation",
-                   "output_activation", "tau", "tau_error", "learning_rate", "seed", "dtype"}
+                   "output_activation", "tau", "tau_error", "learning_rate", "learning_rate_scaling", "seed",
+                   "dtype"}
         if set(s) - allowed:
             raise ValueError(f"unknown rate-network spec keys {sorted(set(s) - allowed)}; allowed: {sorted(allowed)}")
         if "sizes" not in s:
             raise ValueError(f"rate-network spec {s.get('name')!r} has no 'sizes'")
         kw: dict[str, Any] = {k: s[k] for k in ("activation", "output_activation", "tau", "tau_error",
-                                               "learning_rate", "seed") if k in s}
+                                               "learning_rate", "learning_rate_scaling", "seed") if k in s}
         if "dtype" in s:
             check_choice("dtype", s["dtype"], ("float32", "float64"))
             kw["dtype"] = getattr(torch, s["dtype"])
@@ -538,4 +582,4 @@ class RateNetwork:
 
 
 __all__ = ["Population", "FeedbackPopulation", "Projection", "FeedbackGroup", "RateNetwork", "WIRINGS",
-           "FEEDBACK_RULES", "BACKENDS", "ERROR_POPULATION"]
+           "FEEDBACK_RULES", "BACKENDS", "ERROR_POPULATION", "LEARNING_RATE_SCALINGS"]

@@ -50,8 +50,9 @@ def run_torch(net: RateNetwork, proto: Protocol) -> dict[str, Any]:
     alpha = [proto.alpha(p.tau) for p in pops[1:]]
     alpha_e = proto.alpha(net.tau_error)
     alpha_z = proto.alpha(fb.tau)
-    eta_c = net.learning_rate * proto.dt / B
-    eta_fb = fb.learning_rate * proto.dt
+    rates = net.synaptic_learning_rates()
+    eta_c = [rates[f"W_{n}"] * proto.dt / B for n in layers]
+    eta_fb = {k: v * proto.dt for k, v in rates.items() if not k.startswith(("W_", "b_"))}
     lam = fb.weight_decay
     learn_p = fb.learning in ("local", "oja")
     learn_q = fb.learning != "fixed"
@@ -131,11 +132,11 @@ def run_torch(net: RateNetwork, proto: Protocol) -> dict[str, Any]:
                             resid = t_src - zg @ w[g.p_name].T
                             dP[g.p_name] = (resid.T @ zg) / B
                     for k, v in {**dP, **dQ}.items():
-                        w[k].add_(v, alpha=eta_fb)
+                        w[k].add_(v, alpha=eta_fb[k])
                 for i, name in enumerate(layers):
                     t_post = teach[ERROR_POPULATION] if i == n_layers - 1 else teach[name]
-                    W[i].addmm_(t_post.T, pre[i], alpha=eta_c)
-                    b[i].add_(t_post.sum(0), alpha=eta_c)
+                    W[i].addmm_(t_post.T, pre[i], alpha=eta_c[i])
+                    b[i].add_(t_post.sum(0), alpha=eta_c[i])
 
             # relax the rates towards their drives (states at t -> t + dt)
             e_drive = y - r[-1]

@@ -41,7 +41,8 @@ def _top_left(a: torch.Tensor, r: int) -> torch.Tensor:
 
 def diagnostics(spec: RuleSpec, state: dict[str, torch.Tensor], target: torch.Tensor,
                 u: torch.Tensor | None, v: torch.Tensor | None, s: torch.Tensor, n_modes: int, n_angles: int,
-                floor: float, output_basis: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                floor: float, output_basis: torch.Tensor | None = None,
+                f0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Loss, normalised mode strengths, cross-talk and feedback-subspace angles of one state.
 
     ``target`` is ``W*`` in the basis of ``state``; ``u``, ``v`` the teacher's singular vectors in that basis
@@ -66,6 +67,10 @@ def diagnostics(spec: RuleSpec, state: dict[str, torch.Tensor], target: torch.Te
     }
     f = feedback_operator(spec, state, output_basis)
     out["feedback_cosine"] = _cosine(f, w2)
+    if f0 is None:
+        out["feedback_change"] = torch.zeros((), dtype=w2.dtype, device=w2.device)
+    else:
+        out["feedback_change"] = torch.linalg.matrix_norm(f - f0) / torch.linalg.matrix_norm(f0)
     if spec.low_rank:
         out["q_alignment"] = _cosine(state["Q"], state["P"].T @ w2)
     else:
@@ -111,6 +116,9 @@ def build_dataset(records: dict[str, torch.Tensor], steps: np.ndarray, spec: Rul
         "feedback_cosine": (("rule", "step"), arr("feedback_cosine"),
                             {"long_name": "Frobenius cosine between the feedback operator F and W2 (1 for BP; "
                                           "the alignment of feedback alignment)"}),
+        "feedback_change": (("rule", "step"), arr("feedback_change"),
+                            {"long_name": "||F(t) - F(0)||_F / ||F(0)||_F, how far the feedback operator has moved "
+                                          "from its initial value (0 for fixed feedback)"}),
         "q_alignment": (("rule", "step"), arr("q_alignment"),
                         {"long_name": "LDFA: Frobenius cosine between Q and P^T W2, the Kolen-Pollack target of Q "
                                       "(NaN for other rules)"}),

@@ -32,9 +32,12 @@ gradient applied by plain descent):
 - ``normative``: ``grad_P = (P Q - W2) Q^T``, ``grad_Q = P^T (P Q - W2)`` (+ ``lambda_B``). In the paper's column
   convention (``Q_c = Q^T`` of shape (k, r), ``P_c = P^T`` of shape (r, m), ``B_c = Q_c P_c = F^T``) this is
   exactly ``tau_B dQ_c/dt = (W2^T - Q_c P_c) P_c^T``, ``tau_B dP_c/dt = Q_c^T (W2^T - Q_c P_c)`` (section 3).
-- ``local``: ``grad_P = G2 Q^T`` (``delta^T (h Q^T)``), ``grad_Q = P^T G2`` (``(delta P)^T h``) (+ ``lambda_B``).
+- ``local``: ``grad_P = G2 Q^T`` (``delta^T (h Q^T)``), ``grad_Q = P^T G2`` (``(delta P)^T h``) (+ ``lambda_B``);
+  with ``error_normalization="trace"`` the error is divided by its RMS, ``G2 / sqrt(tr C)`` (a normalised
+  teaching signal for the feedback weights, the role Adam's normalisation plays in the authors' runs).
 - ``oja``: ``grad_P = -(C_n P - P (P^T C_n P))`` (Oja's subspace rule, Oja 1989), ``C_n = C / tr C`` (or ``C``
-  unnormalised), and the Kolen-Pollack-like ``grad_Q = P^T G2`` (+ ``lambda_B`` on both).
+  unnormalised), and the Kolen-Pollack-like ``grad_Q = P^T G2`` (+ ``lambda_B`` on both). Default
+  ``error_normalization``: ``"trace"`` for ``oja``, ``"none"`` for ``local`` (as the rule core).
 
 Source: Hanut & Kadmon (2025), "Training Large Neural Networks With Low-Dimensional Error Feedback",
 arXiv:2502.20580; BP mode dynamics: Saxe, McClelland & Ganguli (2014), ICLR.
@@ -125,7 +128,7 @@ def rule_label(rule: str, feedback_learning: str | None = None) -> str:
 def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None = None,
                    feedback_learning: str | None = None, lr: float = 2.5e-3, feedback_lr: float | None = None,
                    weight_decay: float = 0.0, feedback_weight_decay: float | None = None,
-                   error_normalization: str = "trace", sign_scale: str | None = None,
+                   error_normalization: str | None = None, sign_scale: str | None = None,
                    reinit_every: int | None = None, feedback_lr_p: float | None = None) -> RuleSpec:
     """Validate a rule name (or a :class:`bioplastic.rules.Rule` object) and its options.
 
@@ -181,6 +184,8 @@ def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None
     weight_decay = _check_rate("weight_decay", weight_decay, positive=False)
     feedback_weight_decay = _check_rate("feedback_weight_decay", 0.0 if feedback_weight_decay is None
                                         else feedback_weight_decay, positive=False)
+    if error_normalization is None:  # the rule core's choices: oja normalises, local does not
+        error_normalization = "trace" if feedback_learning == "oja" else "none"
     check_choice("error_normalization", error_normalization, ERROR_NORMALIZATIONS)
     sign_scale = sign_scale or "mean_abs"
     check_choice("sign_scale", sign_scale, SIGN_SCALES)
@@ -257,6 +262,9 @@ def increments(spec: RuleSpec, state: dict[str, torch.Tensor], sxx: torch.Tensor
             d = p @ q - w2
             grad_p, grad_q = d @ q.T, p.T @ d
         elif mode == "local":
+            if spec.error_normalization == "trace":  # delta / sqrt(tr <delta^T delta>)
+                tr = torch.trace(e @ m_.T - m_ @ syx.T + syy)
+                g2 = g2 / torch.sqrt(torch.clamp(tr, min=torch.finfo(tr.dtype).tiny))
             grad_p, grad_q = g2 @ q.T, p.T @ g2
         else:  # oja
             c = e @ m_.T - m_ @ syx.T + syy

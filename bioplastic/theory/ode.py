@@ -13,7 +13,8 @@ from bioplastic._checks import check_choice, check_positive_int
 from bioplastic.theory._results import build_dataset, diagnostics
 from bioplastic.theory._threads import run_limited
 from bioplastic.theory.dynamics import (
-    ErrorNormalization, FeedbackLearning, Init, Rule, increments, initial_state, make_rule_spec, svd_feedback,
+    ErrorNormalization, FeedbackLearning, Init, Rule, feedback_operator, increments, initial_state, make_rule_spec,
+    svd_feedback,
 )
 from bioplastic.theory.simulate import record_steps
 from bioplastic.theory.teachers import Teacher, as_teacher
@@ -84,7 +85,7 @@ def _rotate(state: dict[str, torch.Tensor], teacher: Teacher) -> dict[str, torch
 def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, n_hidden: int = 64,
                   rank: int | None = None, feedback_learning: FeedbackLearning | None = None, steps: int = 5000,
                   lr: float = 2.5e-3, feedback_lr: float | None = None, weight_decay: float = 0.0,
-                  feedback_weight_decay: float | None = None, error_normalization: ErrorNormalization = "trace",
+                  feedback_weight_decay: float | None = None, error_normalization: ErrorNormalization | None = None,
                   sign_scale: str | None = None, reinit_every: int | None = None, feedback_lr_p: float | None = None,
                   init: Init = "random",
                   init_scale: float = 0.1, feedback_init_scale: float = 1.0, record_every: int | None = None,
@@ -221,9 +222,10 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
         label = "gradient_flow"
 
     records: dict[str, list[torch.Tensor]] = {}
+    f0 = feedback_operator(spec, state0, teacher.U)
     for st in states:
         for name, value in diagnostics(spec, st, target, None, None, s, n_modes, n_angles, teacher.floor,
-                                       teacher.U).items():
+                                       teacher.U, f0=f0).items():
             records.setdefault(name, []).append(value)
     stacked = {name: torch.stack(values) for name, values in records.items()}
     log.info("gradient_flow %s: final loss %.4g", spec.label, float(stacked["loss"][-1]))

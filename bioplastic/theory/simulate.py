@@ -14,7 +14,8 @@ from bioplastic._checks import check_finite, check_positive_int
 from bioplastic.theory._results import build_dataset, diagnostics
 from bioplastic.theory._threads import run_limited
 from bioplastic.theory.dynamics import (
-    ErrorNormalization, FeedbackLearning, Init, Rule, increments, initial_state, make_rule_spec, svd_feedback,
+    ErrorNormalization, FeedbackLearning, Init, Rule, feedback_operator, increments, initial_state, make_rule_spec,
+    svd_feedback,
 )
 from bioplastic.theory.teachers import Teacher, as_teacher
 
@@ -67,7 +68,7 @@ def _check_data(data: Any, teacher: Teacher) -> tuple[torch.Tensor, torch.Tensor
 def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, n_hidden: int = 64,
              rank: int | None = None, feedback_learning: FeedbackLearning | None = None, steps: int = 5000,
              lr: float = 2.5e-3, feedback_lr: float | None = None, weight_decay: float = 0.0,
-             feedback_weight_decay: float | None = None, error_normalization: ErrorNormalization = "trace",
+             feedback_weight_decay: float | None = None, error_normalization: ErrorNormalization | None = None,
              sign_scale: str | None = None, reinit_every: int | None = None, feedback_lr_p: float | None = None,
              init: Init = "random",
              init_scale: float = 0.1, feedback_init_scale: float = 1.0, n_samples: int | None = None,
@@ -110,8 +111,10 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
         For ``oja`` it sets the speed of Oja's subspace rule independently of the Kolen-Pollack rate of ``Q``.
     weight_decay, feedback_weight_decay : float
         Weight decay ``lambda`` (gradient ``+ lambda W``) of the forward and of the *learned* feedback weights.
-    error_normalization : {"trace", "none"}
-        ``oja`` only: Oja's rule sees ``C / tr C`` (as the rule core) or the raw error covariance ``C``.
+    error_normalization : {"trace", "none"}, optional
+        ``oja``: Oja's rule sees ``C / tr C`` (default, as the rule core) or the raw error covariance ``C``.
+        ``local``: the feedback weights learn from the raw error (default, as the rule core) or from the error
+        divided by its RMS ``sqrt(tr C)``.
     sign_scale : {"mean_abs", "unit"}, optional
         ``sign_symmetry`` only (default ``"mean_abs"``).
     reinit_every : int, optional
@@ -235,6 +238,7 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
     log.info("simulate %s: %s, %d steps, lr %g, feedback lr %g", spec.label, data_mode, steps, spec.lr,
              spec.feedback_lr)
 
+    f0 = feedback_operator(spec, state)
     records: dict[str, list[torch.Tensor]] = {}
     train_losses: list[torch.Tensor] = []
     rec_set = set(rec.tolist())
@@ -254,7 +258,8 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
             cursor += batch_size
             stats = _moments(x_data[idx], y_data[idx])
         if t in rec_set:
-            for name, value in diagnostics(spec, state, w_star, u, v, s, n_modes, n_angles, teacher.floor).items():
+            for name, value in diagnostics(spec, state, w_star, u, v, s, n_modes, n_angles, teacher.floor,
+                                           f0=f0).items():
                 records.setdefault(name, []).append(value)
             if data_mode != "population":
                 w1, w2 = state["W1"], state["W2"]

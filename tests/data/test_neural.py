@@ -65,6 +65,7 @@ def test_v1_statistics(shared_data):
     assert ds["orientation_preference_counts"].sizes["orientation"] == 4
     assert float(ds["eigenspectrum_alpha"]) == 1.0
     assert "Stringer" in ds["eigenspectrum_alpha"].attrs["citation"]
+    assert "De Valois" in ds.attrs["citation"] and "Ringach" in ds.attrs["citation"]
 
 
 @pytest.mark.parametrize("loader,folder,name", [

@@ -87,7 +87,9 @@ def test_settled_weight_change_follows_explicit_autograd_ldfa(wiring, seed):
         cos = _cosine(delta[name], -grads[name])
         assert cos > 0.99, (name, cos)
     # and the size: eta * (plastic duration) * gradient, up to the small drift of the state
-    torch.testing.assert_close(delta["W_output"], -1e-3 * 0.1 * grads["W_output"], rtol=0.02, atol=1e-9)
+    rate = net.synaptic_learning_rates()["W_output"]  # eta / fan-in = 1e-3 / 7
+    assert rate == pytest.approx(1e-3 / 7)
+    torch.testing.assert_close(delta["W_output"], -rate * 0.1 * grads["W_output"], rtol=0.02, atol=1e-12)
 
 
 @pytest.mark.parametrize("wiring", ["layerwise", "direct"])
