@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                    "e.g. ../shared/data/cifar10")
     g.add_argument("--model", default=None, help="model spec name in models/ or a .toml path (default per "
                    "dataset: " + ", ".join(f"{k}: {v}" for k, v in DEFAULT_MODELS.items()) + ")")
-    g.add_argument("--max-train", type=int, default=None, help="train on the first N training examples only")
+    g.add_argument("--max-train", type=int, default=None, help="train on a fixed random subset of N training examples (the same for every run)")
     g = p.add_argument_group("training recipe (default: the model spec's [training] table)")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--batch-size", type=int, default=None)

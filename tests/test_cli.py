@@ -125,7 +125,7 @@ def test_real_command_end_to_end(tmp_path):
     cmd = [sys.executable, "-c", "import sys; from bioplastic.cli import main; sys.exit(main())",
            "compare", "--rules", "bp,ldfa", "--ranks", "2", "--feedback-learning", "fixed", "--seeds", "0",
            "--epochs", "1", "--dataset", "digits", "--max-train", "200", "--device", "cpu", "--out", str(out),
-           "--no-progress"]
+           "--no-progress", "--threads", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     ds = bioplastic.training.load_results(out)

@@ -47,7 +47,8 @@ ZIP_FILES = {"train": "cifar10-jpeg-train.zip", "test": "cifar10-jpeg-test.zip"}
 PICKLE_DIR = "cifar-10-batches-py"
 PICKLE_TAR = "cifar-10-python.tar.gz"
 PICKLE_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+_ORDER_SEED = 0  # the zip layout's images are put in np.random.default_rng(0).permutation order
 CITATION = "Krizhevsky (2009) Learning multiple layers of features from tiny images. Tech. report, U. Toronto"
 
 Augmentation = Literal["crop_flip", "flip", "none"]
@@ -143,6 +144,9 @@ def _decode_zip(zpath: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         if not members:
             raise ValueError(f"{zpath} holds no '{split}/<class>/NNNN.jpg' images")
         members.sort()
+        # a fixed pseudo-random order (as in the original batches), so that any prefix holds every class
+        order = np.random.default_rng(_ORDER_SEED).permutation(len(members))
+        members = [members[i] for i in order]
         x = np.empty((len(members), 32, 32, 3), dtype=np.uint8)
         y = np.fromiter((m[0] for m in members), dtype=np.int64, count=len(members))
         for i, (_, _, name) in enumerate(members):  # decoding is I/O, once per cache build
@@ -298,8 +302,9 @@ def load_cifar10(
         ``x_train`` uint8 (50000, C, 32, 32), ``x_test`` uint8 (10000, C, 32, 32), C = 3 (1 if grayscale);
         ``y_*`` int64 labels in the order of :data:`CLASSES`; ``transform`` = :class:`Normalize` with the
         per-channel mean and standard deviation of the training images; ``meta`` with source, cache file and
-        citation. Images are in a fixed order (class, then file name) for the zip source and in the
-        pickles' order otherwise.
+        citation. For the zip source the images, sorted by class then file name, are put in the fixed
+        pseudo-random order ``numpy.random.default_rng(0).permutation(N)`` (so that any prefix, e.g. a quick
+        test subset, holds every class); the pickles keep their own order.
 
     Raises
     ------

@@ -147,13 +147,15 @@ def _run(net: RateNetwork, proto: Protocol, b2: Any, code_class: type) -> dict[s
     # forward projections
     for pre, post in zip(net.populations[:-1], net.populations[1:]):
         name = f"W_{post.name}"
-        model = ["I_ff_post = w * r_pre : 1 (summed)", "eta_w : 1/second (constant, shared)"]
-        model.insert(0, "dw/dt = eta_w * plasticity_gate(t) * teach_post * r_pre : 1 (clock-driven)" if learn
-                     else "w : 1")
+        model = ["I_ff_post = w * r_pre : 1 (summed)", "eta_w : 1/second (constant, shared)",
+                 "lambda_w : 1 (constant, shared)"]
+        model.insert(0, "dw/dt = eta_w * plasticity_gate(t) * (teach_post * r_pre - lambda_w * w) : 1 "
+                        "(clock-driven)" if learn else "w : 1")
         syn = _make(name, groups[pre.name], groups[post.name], model, learn)
         _connect_matrix(syn, weights[name].shape, pre_is_row=False)
         syn.w = weights[name].ravel()
         syn.eta_w = rates[name] / second
+        syn.lambda_w = net.weight_decay
     # output <-> error population (one-to-one)
     for name, src, dst, model in [
         ("output_to_error", net.output.name, ERROR_POPULATION, "r_out_post = r_pre : 1 (summed)"),

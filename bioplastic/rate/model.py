@@ -35,7 +35,7 @@ signal of the population above (``t_{j+1}``, or ``e`` for the last hidden popula
 
 Plasticity (three factors, local at each synapse, per unit time, active while the plasticity gate is on)::
 
-    dW_l/dt = eta_l * t_l^T r_{l-1}      db_l/dt = eta_l * t_l     (t_out = e, eta_l = eta / n_{l-1})
+    dW_l/dt = eta_l (t_l^T r_{l-1} - lambda_W W_l)      db_l/dt = eta_l t_l     (t_out = e, eta_l = eta / n_{l-1})
 
 averaged over parallel trials. Feedback learning (``FeedbackPopulation.learning``), the continuous-time
 forms of section 2 of the science notes (``docs/rate.md``), all with rate ``eta_fb`` (1/s):
@@ -221,10 +221,14 @@ class RateNetwork:
         ``fan_in``: ``learning_rate`` (and the feedback learning rate) is a normalised rate; each synapse
         learns at ``eta / n_pre`` with ``n_pre`` the number of inputs of the layer (for the feedback
         weights Q_j and the local rule's P: the width of the hidden population they serve, the fan-in of
-        the forward matrix they mirror, so Kolen-Pollack tracking holds with ``eta_fb = eta``; Oja's P is
-        not scaled). The change of a neuron's summed input then does not grow with the width, so learning
+        the forward matrix they mirror, so Kolen-Pollack tracking holds with ``eta_fb = eta``; Oja's P: the
+        size of its source population). The change of a neuron's summed input then does not grow with the width, so learning
         does not change when a layer is made wider at the same ``learning_rate``. ``none``: every synapse
         learns at ``learning_rate`` (resp. the feedback rate) as given. See :meth:`synaptic_learning_rates`.
+    weight_decay : float, default 0.0
+        ``lambda_W`` (dimensionless) of the forward weights: ``dW/dt = eta_l (t r_pre^T - lambda_W W)``
+        (biases do not decay). With ``lambda_W`` equal to the feedback ``weight_decay`` and equal rates,
+        Kolen-Pollack makes ``Q - P^T W`` decay to zero (Akrout et al. 2019).
     tau_error : float or brian2 time quantity, default 0.005
         Time constant of the output error population (seconds).
     seed : int, default 0
@@ -252,6 +256,7 @@ class RateNetwork:
         *,
         learning_rate: float = 1.0,
         learning_rate_scaling: str = "fan_in",
+        weight_decay: float = 0.0,
         tau_error: float = 0.005,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
@@ -287,6 +292,7 @@ class RateNetwork:
         self.populations = populations
         self.feedback = feedback
         self.learning_rate = to_si("learning_rate", learning_rate, "1/second", allow_zero=True)
+        self.weight_decay = to_si("weight_decay", weight_decay, "1", allow_zero=True)
         self.learning_rate_scaling = check_choice("learning_rate_scaling", learning_rate_scaling,
                                                   LEARNING_RATE_SCALINGS)
         self.tau_error = to_si("tau_error", tau_error, "second")
@@ -393,8 +399,9 @@ class RateNetwork:
 
         Forward ``W_l`` and ``b_l``: ``eta / n_{l-1}`` with ``learning_rate_scaling="fan_in"``, else ``eta``.
         ``Q_j`` (Kolen-Pollack, local, Oja) and ``P`` of the local rule: ``eta_fb / n`` with ``n`` the width of
-        the hidden population(s) served (summed over targets for a direct local ``P``), else ``eta_fb``;
-        Oja's ``P``: ``eta_fb``. Fixed feedback weights are absent.
+        the hidden population(s) served (summed over targets for a direct local ``P``); Oja's ``P``:
+        ``eta_fb / n_src`` (its own fan-in, the size of the population sending the teaching signal). With
+        ``learning_rate_scaling="none"`` every rate is ``eta`` / ``eta_fb``. Fixed feedback weights are absent.
         """
         fan = self.learning_rate_scaling == "fan_in"
         rates: dict[str, float] = {}
@@ -410,7 +417,8 @@ class RateNetwork:
                 n = sum(self.size_of(t) for t in g.targets)
                 rates[g.p_name] = fb.learning_rate / n if fan else fb.learning_rate
             elif fb.learning == "oja":
-                rates[g.p_name] = fb.learning_rate
+                n = self.size_of(g.source)
+                rates[g.p_name] = fb.learning_rate / n if fan else fb.learning_rate
         return rates
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -470,6 +478,7 @@ class RateNetwork:
             "feedback": asdict(self.feedback),
             "learning_rate": self.learning_rate,
             "learning_rate_scaling": self.learning_rate_scaling,
+            "weight_decay": self.weight_decay,
             "tau_error": self.tau_error,
             "seed": self.seed,
             "dtype": str(self.dtype).replace("torch.", ""),
@@ -488,6 +497,7 @@ class RateNetwork:
             dtype = getattr(torch, dtype)
         return cls(pops, fb, learning_rate=cfg.get("learning_rate", 1.0),
                    learning_rate_scaling=cfg.get("learning_rate_scaling", "fan_in"),
+                   weight_decay=cfg.get("weight_decay", 0.0),
                    tau_error=cfg.get("tau_error", 0.005),
                    seed=cfg.get("seed", 0), dtype=dtype, device=cfg.get("device", "cpu"))
 
@@ -544,13 +554,13 @@ class RateNetwork:
             raise ValueError(f"unknown [feedback] keys {sorted(set(fb) - allowed_fb)}; allowed: {sorted(allowed_fb)}")
         allowed = {"name", "architecture", "description", "training", "feedback", "sizes", "activation",
                    "output_activation", "tau", "tau_error", "learning_rate", "learning_rate_scaling", "seed",
-                   "dtype"}
+                   "dtype", "weight_decay"}
         if set(s) - allowed:
             raise ValueError(f"unknown rate-network spec keys {sorted(set(s) - allowed)}; allowed: {sorted(allowed)}")
         if "sizes" not in s:
             raise ValueError(f"rate-network spec {s.get('name')!r} has no 'sizes'")
         kw: dict[str, Any] = {k: s[k] for k in ("activation", "output_activation", "tau", "tau_error",
-                                               "learning_rate", "learning_rate_scaling", "seed") if k in s}
+                                               "learning_rate", "learning_rate_scaling", "weight_decay", "seed") if k in s}
         if "dtype" in s:
             check_choice("dtype", s["dtype"], ("float32", "float64"))
             kw["dtype"] = getattr(torch, s["dtype"])

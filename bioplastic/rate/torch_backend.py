@@ -54,6 +54,7 @@ def run_torch(net: RateNetwork, proto: Protocol) -> dict[str, Any]:
     eta_c = [rates[f"W_{n}"] * proto.dt / B for n in layers]
     eta_fb = {k: v * proto.dt for k, v in rates.items() if not k.startswith(("W_", "b_"))}
     lam = fb.weight_decay
+    lam_w = net.weight_decay
     learn_p = fb.learning in ("local", "oja")
     learn_q = fb.learning != "fixed"
 
@@ -135,6 +136,8 @@ def run_torch(net: RateNetwork, proto: Protocol) -> dict[str, Any]:
                         w[k].add_(v, alpha=eta_fb[k])
                 for i, name in enumerate(layers):
                     t_post = teach[ERROR_POPULATION] if i == n_layers - 1 else teach[name]
+                    if lam_w:
+                        W[i].mul_(1.0 - eta_c[i] * B * lam_w)
                     W[i].addmm_(t_post.T, pre[i], alpha=eta_c[i])
                     b[i].add_(t_post.sum(0), alpha=eta_c[i])
 

@@ -78,10 +78,10 @@ def train_online(
     epochs : int
         Passes through the training set (each in a fresh random order drawn from ``seed``).
     presentations : int, optional
-        Stop after this many presentations (overrides ``epochs``; for short stretches).
+        Stop after this many presentations (overrides ``epochs``: as many shuffled passes as needed).
     eval_every : int
-        Presentations between evaluations (test accuracy on all of ``x_test``, train accuracy on the first
-        ``n_train_eval`` training stimuli), evaluated with the torch backend.
+        Presentations between evaluations (test accuracy on all of ``x_test``, train accuracy on a fixed
+        random subset of ``n_train_eval`` training stimuli), evaluated with the torch backend.
     presentation, dt, method, plasticity_delay, batch_size, backend, codegen_target
         As in :func:`bioplastic.rate.simulate` (``batch_size > 1``: parallel trials, mean update).
     seed : int
@@ -108,18 +108,21 @@ def train_online(
     if eval_every % batch_size:
         raise ValueError(f"eval_every ({eval_every}) must be a multiple of batch_size ({batch_size})")
     gen = torch.Generator().manual_seed(check_positive_int("seed", seed, minimum=0))
+    if presentations is not None:
+        presentations = check_positive_int("presentations", presentations)
+        epochs = -(-presentations // xtr.shape[0])
     order = torch.cat([torch.randperm(xtr.shape[0], generator=gen) for _ in range(epochs)])
-    total = len(order) if presentations is None else check_positive_int("presentations", presentations)
-    if total > len(order):
-        raise ValueError(f"presentations ({total}) exceeds epochs x training set ({len(order)})")
+    total = len(order) if presentations is None else presentations
     total -= total % batch_size
     n_eval = min(n_train_eval, xtr.shape[0])
+    # a fixed random subset (training sets may be sorted by class)
+    eval_idx = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(seed + 1))[:n_eval]
+    x_eval, y_eval = xtr[eval_idx], ytr[eval_idx]
     presentation_s = to_si("presentation", presentation, "second")
     dt_s = to_si("dt", dt, "second")
     ev = dict(presentation=presentation, dt=dt, method=method)
 
-    steps, test_acc, train_acc = [0], [evaluate(net, x_test, y_test, **ev)], [evaluate(net, xtr[:n_eval],
-                                                                                        ytr[:n_eval], **ev)]
+    steps, test_acc, train_acc = [0], [evaluate(net, x_test, y_test, **ev)], [evaluate(net, x_eval, y_eval, **ev)]
     log.info("rate network %r: step 0 test accuracy %.4f", net, test_acc[-1])
     done = 0
     with tqdm(total=total, disable=not progress, desc=f"online learning ({backend})") as bar:
@@ -133,7 +136,7 @@ def train_online(
             bar.update(n)
             steps.append(done)
             test_acc.append(evaluate(net, x_test, y_test, **ev))
-            train_acc.append(evaluate(net, xtr[:n_eval], ytr[:n_eval], **ev))
+            train_acc.append(evaluate(net, x_eval, y_eval, **ev))
             log.info("step %d: test accuracy %.4f, train accuracy %.4f", done, test_acc[-1], train_acc[-1])
     steps_arr = np.asarray(steps)
     ds = xr.Dataset(

@@ -227,7 +227,7 @@ warmup_epochs, amp, compile : optional
         Torch device, e.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``"auto"``: CUDA where available, else
         CPU (resolved here and stored, so a resumed comparison must run on the same kind of device).
     max_train : int, optional
-        Train on the first ``max_train`` training examples only.
+        Train on a fixed random subset of ``max_train`` training examples (the same for every run).
     alignment : bool
         Measure per-layer alignment with backprop after every epoch (:func:`bioplastic.nn.alignment`).
     rule_options : mapping, optional
@@ -595,7 +595,8 @@ def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed:
     except Exception as exc:  # torch raises several types for truncated / foreign files
         raise ValueError(f"cannot read model file {path}: {exc}") from exc
     cfg = record["train_config"]
-    module = convert(build_model(cfg["model"]), rules_mod.make(cfg["rule"], **cfg.get("rule_options", {})))
+    with torch.random.fork_rng(devices=[]):  # building draws random weights: leave the caller's RNG alone
+        module = convert(build_model(cfg["model"]), rules_mod.make(cfg["rule"], **cfg.get("rule_options", {})))
     module.load_state_dict(record["state_dict"])
     module.to(map_location)
     module.eval()

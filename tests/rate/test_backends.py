@@ -18,8 +18,8 @@ TOL = 1e-10
 
 def _pair(wiring, rule, method, activation="tanh", output_activation="sigmoid"):
     net = RateNetwork.from_sizes([7, 6, 5, 3], feedback_rank=2, wiring=wiring, feedback_learning=rule,
-                                 activation=activation, output_activation=output_activation, learning_rate=20.0,
-                                 feedback_learning_rate=20.0, feedback_weight_decay=0.1, dtype=torch.float64,
+                                 activation=activation, output_activation=output_activation, learning_rate=50.0,
+                                 feedback_learning_rate=50.0, feedback_weight_decay=0.1, weight_decay=0.1, dtype=torch.float64,
                                  tau=0.01, feedback_tau=0.004, tau_error=0.003, seed=2)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 7, generator=g, dtype=torch.float64)
