@@ -166,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> xr.Dataset:
                         choices=tuple(BUDGETS))
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--max-train", type=int, default=None)
+    parser.add_argument("--n-test", type=int, default=None, help="evaluate on a fixed subset of the test set")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
@@ -187,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> xr.Dataset:
     ds = run(out=out, data=data, model=args.model, rules=rules, rank_fraction=args.rank_fraction,
              feedback_learning=args.feedback_learning, epochs=args.epochs or budget["epochs"],
              max_train=args.max_train if args.max_train is not None else budget["max_train"],
-             n_test=budget["test"], seeds=[int(s) for s in args.seeds.split(",") if s],
+             n_test=args.n_test if args.n_test is not None else budget["test"], seeds=[int(s) for s in args.seeds.split(",") if s],
              batch_size=args.batch_size, lr=args.lr, device=args.device, cache_dir=args.cache_dir,
              progress=not args.no_progress)
     ds.attrs["model_name"] = args.model

@@ -226,11 +226,13 @@ def plot_sweep(ds: xr.Dataset, path: Path) -> None:
     ax.set_xlabel("largest principal angle, feedback vs teacher's top-r modes (deg), final")
     ax = axes[2]
     for name in names:
-        if name.startswith(("q_only", "fixed", "normative")):
-            ax.plot(ds.step, ds.feedback_change.sel(setting=name), label=name)
+        if name.startswith(("q_only", "fixed")) or name in ("oja trace P-lr=0.001", "oja none P-lr=0.0001"):
+            ax.plot(ds.step[1:], ds.feedback_change.sel(setting=name)[1:], label=name)
+    ax.set_xscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("||F(t) - F(0)|| / ||F(0)||")
-    ax.set_title("how far the feedback moves (Kolen-Pollack part, P frozen)", fontsize=9)
+    ax.set_title("how far the feedback moves: Q's Kolen-Pollack change follows W2's learning\n"
+                 "(~250 steps), whatever the weight decay", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     _save_figure(fig, path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,9 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         if getattr(index, "nlevels", 1) > 1:
             raise ValueError(f"dimension {name!r} has a MultiIndex; reset it before saving")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # A unique name in the same folder (same filesystem, so the rename is atomic); created by the writer
+    # with the user's umask, unlike mkstemp's 0600.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         ds.to_netcdf(tmp, engine=ENGINE)
         os.replace(tmp, path)

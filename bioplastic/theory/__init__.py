@@ -31,5 +31,6 @@ from bioplastic.theory.teachers import Teacher, as_teacher, paper_teacher, rando
 __all__ = [
     "simulate", "gradient_flow", "saxe_mode_strength", "Teacher", "as_teacher", "random_teacher",
     "paper_teacher", "rule_label", "make_rule_spec", "RuleSpec", "increments", "initial_state", "record_steps",
-    "compare_rules", "parse_rule_label", "rule_labels", "teacher_from_spec", "RULE_NAMES", "FEEDBACK_LEARNING", "THEORY_RULES", "ERROR_NORMALIZATIONS", "INITS", "METHODS",
+    "compare_rules", "parse_rule_label", "rule_labels", "teacher_from_spec", "RULE_NAMES", "FEEDBACK_LEARNING",
+    "THEORY_RULES", "ERROR_NORMALIZATIONS", "INITS", "METHODS",
 ]

@@ -563,8 +563,10 @@ def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed:
     FileNotFoundError
         No such run in ``out/models`` (the message lists the saved runs).
     ValueError
-        Ambiguous ``rule`` / ``rank`` (the message lists the candidates) or a corrupt model file (named).
+        Ambiguous ``rule`` / ``rank`` (the message lists the candidates), a corrupt model file or one whose
+        weights do not fit the rebuilt model (the message names the file).
     """
+    from bioplastic import __version__
     from bioplastic import rules as rules_mod
     from bioplastic.architectures.spec import build_model
     from bioplastic.nn import convert
@@ -597,7 +599,11 @@ def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed:
     cfg = record["train_config"]
     with torch.random.fork_rng(devices=[]):  # building draws random weights: leave the caller's RNG alone
         module = convert(build_model(cfg["model"]), rules_mod.make(cfg["rule"], **cfg.get("rule_options", {})))
-    module.load_state_dict(record["state_dict"])
+    try:
+        module.load_state_dict(record["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"model file {path} does not fit the model rebuilt from its configuration (saved by "
+                         f"bioplastic {record.get('bioplastic_version', '?')}, this is {__version__}): {exc}") from exc
     module.to(map_location)
     module.eval()
     module.bioplastic_run = {k: v for k, v in record.items() if k != "state_dict"}

@@ -186,3 +186,13 @@ def test_feedback_alignment_and_kolen_pollack_learn_with_full_rank_feedback():
                               per_rule={"kolen_pollack": {"weight_decay": 0.01, "feedback_weight_decay": 0.01}})
     final = ds.loss.isel(step=-1)
     assert float(final.max()) < 1e-3 * float(ds.loss.isel(rule=0, step=0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_same_code_on_cuda_gives_the_cpu_result():
+    teacher = theory.random_teacher(8, 12, [4.0, 3.0, 2.0, 1.0], seed=8)
+    kw = dict(n_hidden=8, lr=0.02, steps=500, rank=2, record_every=50)
+    for rule, mode in (("bp", None), ("ldfa", "normative"), ("ldfa", "oja")):
+        cpu = theory.simulate(rule, teacher, feedback_learning=mode, **kw)
+        gpu = theory.simulate(rule, teacher, feedback_learning=mode, device="cuda", **kw)
+        np.testing.assert_allclose(gpu.loss.values, cpu.loss.values, rtol=1e-6)

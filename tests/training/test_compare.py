@@ -454,6 +454,11 @@ def test_real_engine_end_to_end_and_saved_models_reload(tmp_path):
         bioplastic.training.load_model(out, "dfa")
     with pytest.raises(FileNotFoundError, match="ldfa_normative-r7-s0"):
         bioplastic.training.load_model(out, "ldfa", rank=7)
+    record = torch.load(out / "models" / "bp-s0.pt", weights_only=True)
+    record["state_dict"].pop(next(iter(record["state_dict"])))  # e.g. saved by another version
+    torch.save(record, out / "models" / "bp-s0.pt")
+    with pytest.raises(ValueError, match="bp-s0.pt does not fit"):
+        bioplastic.training.load_model(out, "bp")
     (out / "models" / "fa-s0.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="fa-s0.pt"):
         bioplastic.training.load_model(out, "fa")
