@@ -213,19 +213,15 @@ def _assemble(conds, layers, per_cond, accuracy, status) -> xr.Dataset:
 
 def _ringach_cv(shared: Path | None) -> np.ndarray | None:
     """Circular variance of the 308 macaque V1 cells of Ringach et al. (2002), if the file is available."""
-    if shared is None:
-        return None
-    path = shared / "ringach2002" / "ringach_2002_db.mat"
-    if not path.exists():
+    if shared is None or not (shared / "ringach2002").exists():
         return None
     try:
-        from scipy.io import loadmat
+        from bioplastic.data import load_ringach2002
 
-        db = loadmat(path, squeeze_me=True, struct_as_record=False)["db"]
-        cv = np.array([float(getattr(c, "orivar")) for c in np.atleast_1d(db)])
+        cv = load_ringach2002(shared / "ringach2002")["circular_variance"].values
         return cv[np.isfinite(cv)]
-    except Exception as exc:  # a reference curve only; the analysis does not depend on it
-        log.warning("could not read %s (%s); plotting without the V1 reference", path, exc)
+    except (ImportError, ValueError, FileNotFoundError) as exc:  # a reference only; the analysis does not need it
+        log.warning("no V1 reference from %s (%s)", shared / "ringach2002", exc)
         return None
 
 

@@ -287,31 +287,36 @@ class Conv2dFunction(torch.autograd.Function):
             ctx.slot.e = delta.reshape(n_b, -1)
             ctx.slot.lead = (n_b,)
 
-        def input_grad(kernel):
-            return conv2d_input(x.shape, kernel, delta, stride, padding, dilation, groups)
+        grad_w = grad_b = grad_x = None
+        fb_grads: list[torch.Tensor | None] = [None] * len(fb)
+        want_w = need_w or (kind == "matrix" and any(need_fb))
 
-        grad_w = None
-        if need_w or (kind == "matrix" and any(need_fb)):
+        if force_bp or kind in ("transport", "matrix", "sign"):
+            # one fused call, as autograd's own conv backward: the input gradient through the feedback
+            # kernel (W, B or sign(W)), the exact weight gradient (it depends on the kernel's shape only)
+            # and the bias gradient
+            if force_bp or kind == "transport":
+                kernel = weight
+            elif kind == "matrix":
+                kernel = fb[0]
+            else:
+                kernel = torch.sign(weight)
+            grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                delta, x, kernel, [c_out] if need_b else None, list(stride), list(padding), list(dilation),
+                False, [0, 0], groups, [need_x, want_w, need_b])
+            if kind == "sign" and not force_bp and need_x and layer.rule.scale == "mean_abs":
+                grad_x = grad_x * weight.abs().mean()
+            if kind == "matrix" and not force_bp and need_fb[0]:
+                fb_grads[0] = grad_w  # Kolen-Pollack: B gets exactly W's update
+            if not need_w:
+                grad_w = None
+            return (grad_x, grad_w, grad_b, None, None, None, None, None, None, *fb_grads)
+
+        if want_w:
             grad_w = conv2d_weight(x, weight.shape, delta, stride, padding, dilation, groups)
         grad_b = delta.sum((0, 2, 3)) if need_b else None
-        grad_x = None
-        fb_grads: list[torch.Tensor | None] = [None] * len(fb)
 
-        if force_bp or kind == "transport":
-            if need_x:
-                grad_x = input_grad(weight)
-        elif kind == "matrix":
-            (b_mat,) = fb
-            if need_x:
-                grad_x = input_grad(b_mat)
-            if need_fb[0]:
-                fb_grads[0] = grad_w
-        elif kind == "sign":
-            if need_x:
-                grad_x = input_grad(torch.sign(weight))
-                if layer.rule.scale == "mean_abs":
-                    grad_x = grad_x * weight.abs().mean()
-        elif kind == "low_rank":
+        if kind == "low_rank":
             p, q = fb
             z = F.conv_transpose2d(delta, p, groups=groups)  # (B, r, H', W'): 1x1 compression C_out -> r
             if need_x:

@@ -348,7 +348,8 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
             counts: dict[str, int] = {}
             for s in st[run]:
                 counts[str(s)] = counts.get(str(s), 0) + 1
-            status_text = ",".join(f"{k}:{v}" if len(counts) > 1 or v > 1 else k for k, v in counts.items())
+            # "ok" when every seed agrees, else counts such as "ok:2,diverged:1"
+            status_text = next(iter(counts)) if len(counts) == 1 else ",".join(f"{k}:{v}" for k, v in counts.items())
             row = [str(label), "-" if int(rank) == NO_RANK else str(int(rank)), acc_text, str(int(vals.size)),
                    status_text]
             if has_align:
@@ -361,4 +362,7 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if has_align:
+        what = _ALIGNMENT_DOC.get(alignment, (alignment, ""))[0]
+        lines += ["", f"{alignment[:3]}:<layer> = {what} (final epoch, mean over seeds)"]
     return "\n".join(lines)

@@ -380,7 +380,8 @@ def test_table_lists_each_run_row(engine, digits_spec):
     ds = small(digits_spec, None)
     lines = R.format_table(ds).splitlines()
     assert lines[0].split()[:3] == ["rule", "rank", "test"]
-    body = [line.split()[:2] for line in lines[2:]]
+    body = [line.split()[:2] for line in lines[2:8]]
+    assert lines[8] == "" and lines[9].startswith("upd:<layer> = cosine similarity")
     assert body == [["bp", "-"], ["fa", "-"], ["ldfa_normative", "1"], ["ldfa_normative", "4"],
                     ["ldfa_fixed", "1"], ["ldfa_fixed", "4"]]
     acc = ds.test_accuracy.sel(rule="ldfa_fixed", rank=4).isel(epoch=-1).values * 100

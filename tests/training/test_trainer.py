@@ -243,15 +243,10 @@ def test_divergence_stops_with_status_and_nan(digits):
     assert np.all(np.isnan(res.train_loss[res.epochs_completed :]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="bioplastic.nn LinearFunction/Conv2dFunction backward mixes autocast's bf16 delta with the fp32 "
-    "weight (needs torch.amp.custom_fwd/custom_bwd); remove this marker once the rule core handles autocast",
-)
-def test_amp_bf16_runs_on_cpu(digits):
-    full = train(fast(epochs=3, lr=3e-3), digits, progress=False)
-    amp = train(fast(epochs=3, lr=3e-3, amp=True), digits, progress=False)
+@pytest.mark.parametrize("rule, options", [("bp", {}), ("ldfa", {"rank": 4})])
+def test_amp_bf16_runs_on_cpu(digits, rule, options):
+    full = train(fast(epochs=3, lr=3e-3, rule=rule, rule_options=options), digits, progress=False)
+    amp = train(fast(epochs=3, lr=3e-3, rule=rule, rule_options=options, amp=True), digits, progress=False)
     assert amp.status == "ok" and np.all(np.isfinite(amp.train_loss))
     assert not np.array_equal(amp.train_loss, full.train_loss)  # autocast really changed the arithmetic
     # bf16 keeps ~3 significant digits: same learning, within a few points of accuracy.
