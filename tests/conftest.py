@@ -13,8 +13,9 @@ SHARED_DATA = Path(os.environ.get("BIOPLASTIC_SHARED_DATA", REPO.parent / "share
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    # The suite must run on 2 CPU cores; keep torch from oversubscribing under pytest-xdist.
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    # The suite runs as 2 pytest-xdist workers on 2 CPU cores: one torch thread per worker, or the small
+    # models of the tests run many times slower from oversubscription.
+    torch.set_num_threads(1)
     yield
 
 

@@ -132,14 +132,11 @@ def mlp(
     norm: Norm = "none",
     dropout: float = 0.0,
     bias: bool = True,
-    rule: dict | None = None,
 ) -> MLP:
     """Build an :class:`MLP` from spec keys (``architecture = "mlp"``); see the class for the parameters.
 
-    ``rule`` (the spec's ``[rule]`` table of conversion suggestions) is read by the training code and
-    ignored here.
+    The spec's ``[training]`` and ``[rule]`` tables are read by the training code, not passed here.
     """
-    del rule
     return MLP(
         in_features, hidden, n_classes, activation=activation, norm=norm, dropout=dropout, bias=bias
     )

@@ -16,6 +16,8 @@ from bioplastic._checks import check_choice
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 # Modules that register builders when imported (kept lazy so ``import bioplastic`` stays light).
 _ARCHITECTURE_MODULES = ("mlp", "cnn", "vit", "retina")
+# Spec tables read by other parts of the package (the trainer reads [training] and [rule]), not by builders.
+_NON_BUILDER_KEYS = frozenset({"name", "architecture", "description", "training", "rule"})
 
 
 def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -99,5 +101,5 @@ def build_model(spec: str | os.PathLike | dict[str, Any], **overrides: Any) -> n
     spec = {**load_spec(spec), **overrides}
     _load_builders()
     arch = check_choice("architecture", spec["architecture"], sorted(_BUILDERS))
-    kwargs = {k: v for k, v in spec.items() if k not in {"name", "architecture", "description", "training"}}
+    kwargs = {k: v for k, v in spec.items() if k not in _NON_BUILDER_KEYS}
     return _BUILDERS[arch](**kwargs)

@@ -18,6 +18,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 
     monkeypatch.setenv("BIOPLASTIC_NOTEBOOK_BUDGET", "small")
     monkeypatch.setenv("BIOPLASTIC_SHARED_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: one thread per xdist worker
     nb = nbformat.read(path, as_version=4)
     if nb.metadata.get("bioplastic", {}).get("needs_shared_data") and not SHARED_DATA.is_dir():
         pytest.skip(f"{path.name} reads the real data in {SHARED_DATA}, which is absent")
