@@ -56,7 +56,7 @@ def _default_data() -> Path:
 
 
 def run(*, out: Path, data: Path, model: str, rules: Sequence[str], rank_fraction: float,
-        feedback_learning: str, epochs: int, max_train: int | None, n_test: int | None, seeds: Sequence[int],
+        feedback_learning: str, epochs: int, reinit_every: int | None = None, max_train: int | None, n_test: int | None, seeds: Sequence[int],
         batch_size: int | None, lr: float | None, device: str, cache_dir: str | None, progress: bool = True) -> xr.Dataset:
     """Train each rule x seed and return the comparison Dataset (also written to ``out/results.nc``)."""
     import torch
@@ -73,6 +73,8 @@ def run(*, out: Path, data: Path, model: str, rules: Sequence[str], rank_fractio
     for rule in rules:
         fl = feedback_learning if rule in ("ldfa", "direct_ldfa") else None
         options = {"rank_fraction": rank_fraction, "feedback_learning": fl} if fl else {}
+        if fl == "normative" and reinit_every:
+            options["reinit_every"] = int(reinit_every)
         grid_rules.append((rule, fl))
         for seed in seeds:
             kw = {k: v for k, v in {"batch_size": batch_size, "lr": lr}.items() if v is not None}
@@ -162,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> xr.Dataset:
     parser.add_argument("--rules", default=",".join(DEFAULT_RULES))
     parser.add_argument("--rank-fraction", type=float, default=0.25, help="LDFA rank per layer / its width")
     parser.add_argument("--feedback-learning", default="normative")
+    parser.add_argument("--reinit-every", type=int, default=None,
+                        help="normative LDFA: SVD re-initialisation period in steps (authors: half an epoch)")
     parser.add_argument("--budget", default=os.environ.get("BIOPLASTIC_NOTEBOOK_BUDGET", "default"),
                         choices=tuple(BUDGETS))
     parser.add_argument("--epochs", type=int, default=None)
@@ -186,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> xr.Dataset:
     out = Path(args.out)
     data = Path(args.data) if args.data else _default_data()
     ds = run(out=out, data=data, model=args.model, rules=rules, rank_fraction=args.rank_fraction,
-             feedback_learning=args.feedback_learning, epochs=args.epochs or budget["epochs"],
+             feedback_learning=args.feedback_learning, reinit_every=args.reinit_every, epochs=args.epochs or budget["epochs"],
              max_train=args.max_train if args.max_train is not None else budget["max_train"],
              n_test=args.n_test if args.n_test is not None else budget["test"], seeds=[int(s) for s in args.seeds.split(",") if s],
              batch_size=args.batch_size, lr=args.lr, device=args.device, cache_dir=args.cache_dir,

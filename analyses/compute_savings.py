@@ -109,18 +109,22 @@ def convert_options(spec: Mapping[str, Any], rank: int | None) -> dict[str, Any]
 
 
 def make_variant(spec: Mapping[str, Any], plain: nn.Module, rule: str, rank: int | None = None,
-                 feedback_learning: str | None = None) -> nn.Module:
-    """Convert ``plain`` (not modified) to ``rule`` with the spec's conversion options; rank clipping
-    warnings (rank above a layer's maximum) are silenced, the clipped rank is used."""
-    options: dict[str, Any] = {}
+                 feedback_learning: str | None = None, *, options: Mapping[str, Any] | None = None) -> nn.Module:
+    """Convert ``plain`` (not modified) to ``rule`` with the spec's conversion options.
+
+    ``options`` (e.g. a run's ``rule_options``) are passed to :func:`bioplastic.rules.make`; ``rank`` and
+    ``feedback_learning`` are shortcuts added to them. Rank clipping warnings (rank above a layer's
+    maximum) are silenced; the clipped rank is used.
+    """
+    opts: dict[str, Any] = dict(options or {})
     if rank is not None:
-        options["rank"] = int(rank)
+        opts["rank"] = int(rank)
     if feedback_learning is not None:
-        options["feedback_learning"] = feedback_learning
-    rule_obj = bioplastic.rules.make(rule, **options)
+        opts["feedback_learning"] = feedback_learning
+    rule_obj = bioplastic.rules.make(rule, **opts)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return bioplastic.convert(plain, rule_obj, seed=0, **convert_options(spec, rank if rank is not None else None))
+        return bioplastic.convert(plain, rule_obj, seed=0, **convert_options(spec, opts.get("rank")))
 
 
 # ------------------------------------------------------------------------------------------------- FLOPs
@@ -226,7 +230,9 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
     curves : xarray.Dataset
         ``test_accuracy`` (rule, rank, seed, epoch) with ``base_rule`` / ``feedback_learning`` along
         ``rule`` and attrs ``config`` holding ``model`` (spec), ``train.batch_size``, ``train.max_train``
-        and ``n_train`` (as written by :func:`bioplastic.compare`).
+        and ``n_train`` (as written by :func:`bioplastic.compare`). Each cell's ``run_config`` (JSON of the
+        run's TrainConfig), where present, gives the exact rule options (e.g. ``rank_fraction``) whose FLOPs
+        are counted; otherwise they are rebuilt from ``base_rule``, ``feedback_learning`` and ``rank``.
     target : {"bp", "own"}
         ``fraction`` of BP's final accuracy (seed mean; the same target for every rule) or of each run's own.
     fraction : float
@@ -272,9 +278,13 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
         for j, r in enumerate(ranks):
             if not np.isfinite(acc.isel(rule=i, rank=j).values).any():
                 continue
-            low_rank = base in ("ldfa", "direct_ldfa")
-            model = make_variant(spec, plain, base, rank=r if low_rank and r > 0 else None,
-                                 feedback_learning=(fl or None) if low_rank else None)
+            run_cfg = _run_config(curves, i, j)
+            if run_cfg is not None:  # the run's own rule and options (e.g. rank_fraction)
+                model = make_variant(spec, plain, run_cfg["rule"], options=run_cfg.get("rule_options") or {})
+            else:
+                low_rank = base in ("ldfa", "direct_ldfa")
+                model = make_variant(spec, plain, base, rank=r if low_rank and r > 0 else None,
+                                     feedback_learning=(fl or None) if low_rank else None)
             flops[i, j] = count_step_flops(model, x, y)["total"]
     n_seed = curves.sizes["seed"]
     ep = np.full((len(labels), len(ranks), n_seed), np.nan)
@@ -289,7 +299,9 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
                 tgt[i, j, s] = t
                 ep[i, j, s] = epochs_to_target(curve, t)
     to_target = ep * steps_per_epoch * flops[:, :, None]
-    mean = np.nanmean(np.where(np.isfinite(to_target), to_target, np.nan), axis=2) if n_seed else to_target
+    finite = np.isfinite(to_target)
+    mean = np.where(finite.any(axis=2), np.where(finite, to_target, 0).sum(axis=2) / np.maximum(finite.sum(axis=2), 1),
+                    np.nan)
     bp_cost = np.nanmean(mean[labels.index("bp")]) if "bp" in labels else np.nan
     coords = {"rule": labels, "rank": ranks, "seed": curves["seed"].values}
     return xr.Dataset(
@@ -304,6 +316,19 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
         attrs={"target": target, "fraction": float(fraction), "steps_per_epoch": int(steps_per_epoch),
                "model": str(spec.get("name", "")), "batch_size": batch},
     )
+
+
+def _run_config(curves: xr.Dataset, i: int, j: int) -> dict | None:
+    """The TrainConfig (dict) of the first run stored in cell (rule i, rank j), if the file has them."""
+    if "run_config" not in curves:
+        return None
+    for text in np.atleast_1d(curves["run_config"].isel(rule=i, rank=j).values):
+        if isinstance(text, (str, bytes)) and text:
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                return None
+    return None
 
 
 def _input_shape(spec: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -353,8 +378,10 @@ def run(models: Sequence[str], ranks: Sequence[int], feedback: Sequence[str], *,
                     ld_time[m, f, r] = times[f"{fl}/{rank}"]
             log.info("%s: BP step %.1f ms (median of %d)", name, 1e3 * np.median(times["bp"]), repeats)
     dims3 = ("model", "feedback_learning", "rank")
-    med_bp = np.median(bp_time, axis=1)
-    med_ld = np.median(ld_time, axis=3)
+    if repeats > 0:
+        med_bp, med_ld = np.median(bp_time, axis=1), np.median(ld_time, axis=3)
+    else:  # FLOPs only
+        med_bp, med_ld = np.full(n_m, np.nan), np.full((n_m, n_f, n_r), np.nan)
     return xr.Dataset(
         {
             "bp_flops": (("model",), bp["total"], {"units": "FLOP", "long_name": "BP training-step FLOPs"}),

@@ -369,7 +369,10 @@ def orientation_tuning(rf: Any, *, n_orientations: int = 36, n_fft: int | None =
     fy, fx = np.meshgrid(freqs, freqs, indexing="ij")
     radius = np.hypot(fy, fx)
     f_min = 1.0 / max(h, w)  # lowest frequency with a full cycle across the map
-    masked = np.where(radius[None] >= f_min, amp, -np.inf).reshape(n, -1)
+    # highest frequency whose whole circle lies inside the grid (index size - 1 is 0.5 - 1 / size), so the
+    # interpolation below never extrapolates
+    f_max = 0.5 - 1.0 / size
+    masked = np.where((radius[None] >= f_min) & (radius[None] <= f_max), amp, -np.inf).reshape(n, -1)
     best = masked.argmax(axis=1)
     f_pref = radius.ravel()[best]
     theta = np.arange(n_orientations) * np.pi / n_orientations  # wave-vector angles

@@ -72,12 +72,27 @@ class Normalize:
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise ValueError(f"mean {self.mean} and std {self.std} must have equal lengths and std > 0")
 
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # built once per device: no host-to-device copy (and no possible sync) in the training step
+        if device not in self._on_device:
+            mean = torch.tensor(self.mean, dtype=torch.float32, device=device)[:, None, None]
+            std = torch.tensor(self.std, dtype=torch.float32, device=device)[:, None, None]
+            self._on_device[device] = (mean, std)
+        return self._on_device[device]
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != len(self.mean):
             raise ValueError(f"expected images (N, {len(self.mean)}, H, W), got {tuple(x.shape)}")
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device)[:, None, None]
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device)[:, None, None]
+        mean, std = self._constants(x.device)
         return (x.to(torch.float32) / 255.0 - mean) / std
+
+    def __getstate__(self) -> dict:
+        return {"mean": self.mean, "std": self.std}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["mean"], state["std"])
 
     def __repr__(self) -> str:
         return f"Normalize(mean={self.mean}, std={self.std})"

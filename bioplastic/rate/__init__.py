@@ -9,6 +9,7 @@ from bioplastic.rate.activations import ACTIVATIONS, OUTPUT_ACTIVATIONS
 from bioplastic.rate.model import (
     BACKENDS,
     FEEDBACK_RULES,
+    LEARNING_RATE_SCALINGS,
     WIRINGS,
     FeedbackGroup,
     FeedbackPopulation,
@@ -20,7 +21,7 @@ from bioplastic.rate.simulate import CODEGEN_TARGETS, METHODS, predict, simulate
 from bioplastic.rate.training import evaluate, train_online
 
 __all__ = [
-    "ACTIVATIONS", "OUTPUT_ACTIVATIONS", "BACKENDS", "FEEDBACK_RULES", "WIRINGS", "METHODS", "CODEGEN_TARGETS",
+    "ACTIVATIONS", "OUTPUT_ACTIVATIONS", "BACKENDS", "FEEDBACK_RULES", "WIRINGS", "LEARNING_RATE_SCALINGS", "METHODS", "CODEGEN_TARGETS",
     "Population", "FeedbackPopulation", "Projection", "FeedbackGroup", "RateNetwork", "simulate", "predict",
     "evaluate", "train_online",
 ]

@@ -108,10 +108,10 @@ def _run(net: RateNetwork, proto: Protocol, b2: Any, code_class: type) -> dict[s
             eqs.append("recon : 1")
         g = b2.NeuronGroup(pop.size, "\n".join(eqs), method=method, name=f"{pop.name}*", **kw)
         g.tau = pop.tau * second
-        g.eta = rates[f"b_{pop.name}"] / second
+        g.eta = rates.get(f"b_{pop.name}", 0.0) / second
         g.b = weights[f"b_{pop.name}"]
         g.state_updater.order = ORDER_NEURONS
-        if learn:
+        if learn and net.learn_biases:
             g.run_regularly("b = b + dt * eta * plasticity_gate(t) * teach", when="groups", order=ORDER_BIAS)
         groups[pop.name] = g
     err_eqs = ["derr/dt = (-err + y - r_out) / tau : 1", "y = target(t, i) : 1", "r_out : 1", "teach = err : 1",

@@ -219,7 +219,7 @@ class RateNetwork:
         ``eta`` of the forward weights and biases, in 1/second.
     learning_rate_scaling : {"fan_in", "none"}, default "fan_in"
         ``fan_in``: ``learning_rate`` (and the feedback learning rate) is a normalised rate; each synapse
-        learns at ``eta / n_pre`` with ``n_pre`` the number of inputs of the layer (for the feedback
+        learns at ``eta / n_pre`` with ``n_pre`` the number of inputs of the layer (biases too) (for the feedback
         weights Q_j and the local rule's P: the width of the hidden population they serve, the fan-in of
         the forward matrix they mirror, so Kolen-Pollack tracking holds with ``eta_fb = eta``; Oja's P: the
         size of its source population). The change of a neuron's summed input then does not grow with the width, so learning
@@ -229,6 +229,8 @@ class RateNetwork:
         ``lambda_W`` (dimensionless) of the forward weights: ``dW/dt = eta_l (t r_pre^T - lambda_W W)``
         (biases do not decay). With ``lambda_W`` equal to the feedback ``weight_decay`` and equal rates,
         Kolen-Pollack makes ``Q - P^T W`` decay to zero (Akrout et al. 2019).
+    learn_biases : bool, default True
+        Whether the biases (thresholds) learn (``db_l/dt = eta_l t_l``) or stay at their initial value 0.
     tau_error : float or brian2 time quantity, default 0.005
         Time constant of the output error population (seconds).
     seed : int, default 0
@@ -257,6 +259,7 @@ class RateNetwork:
         learning_rate: float = 1.0,
         learning_rate_scaling: str = "fan_in",
         weight_decay: float = 0.0,
+        learn_biases: bool = True,
         tau_error: float = 0.005,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
@@ -293,6 +296,9 @@ class RateNetwork:
         self.feedback = feedback
         self.learning_rate = to_si("learning_rate", learning_rate, "1/second", allow_zero=True)
         self.weight_decay = to_si("weight_decay", weight_decay, "1", allow_zero=True)
+        if not isinstance(learn_biases, bool):
+            raise ValueError(f"learn_biases must be True or False, got {learn_biases!r}")
+        self.learn_biases = learn_biases
         self.learning_rate_scaling = check_choice("learning_rate_scaling", learning_rate_scaling,
                                                   LEARNING_RATE_SCALINGS)
         self.tau_error = to_si("tau_error", tau_error, "second")
@@ -397,7 +403,8 @@ class RateNetwork:
     def synaptic_learning_rates(self) -> dict[str, float]:
         """Per-synapse learning rate (1/second) of every plastic weight (and bias); both backends use these.
 
-        Forward ``W_l`` and ``b_l``: ``eta / n_{l-1}`` with ``learning_rate_scaling="fan_in"``, else ``eta``.
+        Forward ``W_l`` and biases ``b_l``: ``eta / n_{l-1}`` with ``learning_rate_scaling="fan_in"``, else
+        ``eta`` (biases absent with ``learn_biases=False``).
         ``Q_j`` (Kolen-Pollack, local, Oja) and ``P`` of the local rule: ``eta_fb / n`` with ``n`` the width of
         the hidden population(s) served (summed over targets for a direct local ``P``); Oja's ``P``:
         ``eta_fb / n_src`` (its own fan-in, the size of the population sending the teaching signal). With
@@ -407,7 +414,9 @@ class RateNetwork:
         rates: dict[str, float] = {}
         for pre, post in zip(self.populations[:-1], self.populations[1:]):
             rate = self.learning_rate / pre.size if fan else self.learning_rate
-            rates[f"W_{post.name}"] = rates[f"b_{post.name}"] = rate
+            rates[f"W_{post.name}"] = rate
+            if self.learn_biases:
+                rates[f"b_{post.name}"] = rate  # the bias learns like one more synapse of the layer
         fb = self.feedback
         for g in self.feedback_groups:
             if fb.learning in ("kolen_pollack", "local", "oja"):
@@ -479,6 +488,7 @@ class RateNetwork:
             "learning_rate": self.learning_rate,
             "learning_rate_scaling": self.learning_rate_scaling,
             "weight_decay": self.weight_decay,
+            "learn_biases": self.learn_biases,
             "tau_error": self.tau_error,
             "seed": self.seed,
             "dtype": str(self.dtype).replace("torch.", ""),
@@ -497,7 +507,7 @@ class RateNetwork:
             dtype = getattr(torch, dtype)
         return cls(pops, fb, learning_rate=cfg.get("learning_rate", 1.0),
                    learning_rate_scaling=cfg.get("learning_rate_scaling", "fan_in"),
-                   weight_decay=cfg.get("weight_decay", 0.0),
+                   weight_decay=cfg.get("weight_decay", 0.0), learn_biases=cfg.get("learn_biases", True),
                    tau_error=cfg.get("tau_error", 0.005),
                    seed=cfg.get("seed", 0), dtype=dtype, device=cfg.get("device", "cpu"))
 
@@ -554,13 +564,14 @@ class RateNetwork:
             raise ValueError(f"unknown [feedback] keys {sorted(set(fb) - allowed_fb)}; allowed: {sorted(allowed_fb)}")
         allowed = {"name", "architecture", "description", "training", "feedback", "sizes", "activation",
                    "output_activation", "tau", "tau_error", "learning_rate", "learning_rate_scaling", "seed",
-                   "dtype", "weight_decay"}
+                   "dtype", "weight_decay", "learn_biases"}
         if set(s) - allowed:
             raise ValueError(f"unknown rate-network spec keys {sorted(set(s) - allowed)}; allowed: {sorted(allowed)}")
         if "sizes" not in s:
             raise ValueError(f"rate-network spec {s.get('name')!r} has no 'sizes'")
         kw: dict[str, Any] = {k: s[k] for k in ("activation", "output_activation", "tau", "tau_error",
-                                               "learning_rate", "learning_rate_scaling", "weight_decay", "seed") if k in s}
+                                               "learning_rate", "learning_rate_scaling", "weight_decay", "learn_biases", "seed")
+                              if k in s}
         if "dtype" in s:
             check_choice("dtype", s["dtype"], ("float32", "float64"))
             kw["dtype"] = getattr(torch, s["dtype"])

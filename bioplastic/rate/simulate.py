@@ -161,8 +161,10 @@ def make_protocol(
 
 
 def _is_plastic(net: RateNetwork, key: str) -> bool:
-    if key.startswith(("W_", "b_")):
+    if key.startswith("W_"):
         return True
+    if key.startswith("b_"):
+        return net.learn_biases
     for proj in net.projections:
         if proj.name == key:
             return proj.plastic

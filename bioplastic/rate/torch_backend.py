@@ -52,6 +52,7 @@ def run_torch(net: RateNetwork, proto: Protocol) -> dict[str, Any]:
     alpha_z = proto.alpha(fb.tau)
     rates = net.synaptic_learning_rates()
     eta_c = [rates[f"W_{n}"] * proto.dt / B for n in layers]
+    eta_b = [rates.get(f"b_{n}", 0.0) * proto.dt / B for n in layers]
     eta_fb = {k: v * proto.dt for k, v in rates.items() if not k.startswith(("W_", "b_"))}
     lam = fb.weight_decay
     lam_w = net.weight_decay
@@ -139,7 +140,8 @@ def run_torch(net: RateNetwork, proto: Protocol) -> dict[str, Any]:
                     if lam_w:
                         W[i].mul_(1.0 - eta_c[i] * B * lam_w)
                     W[i].addmm_(t_post.T, pre[i], alpha=eta_c[i])
-                    b[i].add_(t_post.sum(0), alpha=eta_c[i])
+                    if eta_b[i]:
+                        b[i].add_(t_post.sum(0), alpha=eta_b[i])
 
             # relax the rates towards their drives (states at t -> t + dt)
             e_drive = y - r[-1]

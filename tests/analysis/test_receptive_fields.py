@@ -75,6 +75,18 @@ def test_gaussian_blob_has_no_surround():
     assert ds.rotational_symmetry.values[0] > 0.99
 
 
+def test_indices_of_noise_maps_stay_in_their_ranges():
+    # white noise has power up to the Nyquist frequency: the tuning circle must stay inside the Fourier grid
+    rng = np.random.default_rng(0)
+    ds = receptive_field_indices(rng.normal(size=(200, 17, 17)))
+    for name in ("orientation_selectivity_index", "circular_variance", "centre_surround_index",
+                 "rotational_symmetry", "surround_antagonism"):
+        values = ds[name].values
+        assert np.all((values >= 0) & (values <= 1 + 1e-12)), name
+    assert np.all(ds.orientation_tuning.values >= 0)
+    assert np.all(ds.preferred_frequency.values <= 0.5)
+
+
 def test_zero_map_gives_nan_indices():
     ds = receptive_field_indices(np.zeros((2, 9, 9)))
     assert np.all(np.isnan(ds.centre_surround_index.values)) and np.all(np.isnan(ds.circular_variance.values))

@@ -212,3 +212,15 @@ def test_real_files_load_completely(shared_data, tmp_path):
     ds = load_cifar10(shared_data / "cifar10", cache_dir=tmp_path)
     assert ds.x_train.shape == (50000, 3, 32, 32) and ds.x_test.shape == (10000, 3, 32, 32)
     np.testing.assert_array_equal(ds.y_train.bincount().numpy(), np.full(10, 5000))
+
+
+def test_normalize_is_picklable_and_exact():
+    from bioplastic.data.cifar10 import Normalize
+
+    norm = Normalize([0.5, 0.25], [0.25, 0.5])
+    x = torch.tensor([0, 255], dtype=torch.uint8).view(1, 2, 1, 1).expand(3, 2, 2, 2)
+    expected = torch.tensor([(0 - 0.5) / 0.25, (1 - 0.25) / 0.5]).view(1, 2, 1, 1).expand(3, 2, 2, 2)
+    for fn in (norm, pickle.loads(pickle.dumps(norm))):
+        torch.testing.assert_close(fn(x), expected)
+    with pytest.raises(ValueError, match=r"\(N, 2, H, W\)"):
+        norm(torch.zeros(3, 1, 2, 2, dtype=torch.uint8))

@@ -112,3 +112,17 @@ def test_backends_agree_cython_target():
     np.testing.assert_allclose(ra.rate.values, rb.rate.values, atol=TOL)
     for k in net.weights:
         np.testing.assert_allclose(a.weights[k], b.weights[k], atol=TOL)
+
+
+def test_backends_agree_with_fixed_biases():
+    net = RateNetwork.from_sizes([4, 3, 2], feedback_rank=1, dtype=torch.float64, learn_biases=False,
+                                 learning_rate=20.0, feedback_learning="local", feedback_learning_rate=20.0)
+    x = np.random.default_rng(1).random((2, 4))
+    a, b = net.copy(), net.copy()
+    a.run(x, [0, 1], presentation=0.01, dt=0.001)
+    b.run(x, [0, 1], presentation=0.01, dt=0.001, backend="brian2")
+    for k in net.weights:
+        np.testing.assert_allclose(a.weights[k], b.weights[k], rtol=0, atol=TOL, err_msg=k)
+        if k.startswith("b_"):
+            assert torch.equal(a.weights[k], net.weights[k])
+    assert float((a.weights["W_output"] - net.weights["W_output"]).abs().max()) > 1e-4

@@ -167,3 +167,24 @@ def test_gpu_matches_cpu():
     rc = cpu.run(x, y, presentation=0.01, dt=0.001)
     rg = gpu.run(x, y, presentation=0.01, dt=0.001)
     np.testing.assert_allclose(rc.rate.values, rg.rate.values, atol=1e-10)
+
+
+@pytest.mark.parametrize("scaling, same", [("fan_in", True), ("none", False)])
+def test_fan_in_scaling_makes_learning_independent_of_input_width(scaling, same):
+    """Duplicating every input unit and halving its weights gives the same network; with fan-in normalised
+    learning rates (eta / n_pre) it also learns identically (dI = eta/n * t |x|^2 is unchanged), with
+    unnormalised rates the wider network learns twice as fast in its first layer. (Biases fixed: their
+    rate, eta / n_pre, is not width-invariant.)"""
+    kw = dict(feedback_rank=2, dtype=torch.float64, learning_rate=3.0, feedback_learning="fixed",
+              learning_rate_scaling=scaling, seed=4, learn_biases=False)
+    narrow = RateNetwork.from_sizes([4, 5, 3], **kw)
+    wide = RateNetwork.from_sizes([8, 5, 3], **kw)
+    w = narrow.weights
+    wide.set_weights({**{k: v for k, v in w.items() if k != "W_hidden1"},
+                      "W_hidden1": torch.cat([w["W_hidden1"] / 2, w["W_hidden1"] / 2], dim=1)})
+    x = torch.rand(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 2, 1])
+    ra = narrow.run(x, y, presentation=0.03, dt=0.001)
+    rb = wide.run(torch.cat([x, x], dim=1), y, presentation=0.03, dt=0.001)
+    assert np.allclose(ra.rate.values, rb.rate.values, rtol=0, atol=1e-12) == same
+    assert float(np.abs(ra.rate.values[-1] - ra.rate.values[0]).max()) > 0.01
