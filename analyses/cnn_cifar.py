@@ -133,6 +133,7 @@ def plot(ds: xr.Dataset, path: Path) -> Path:
         if acc.shape[0] > 1:
             sd = np.nanstd(acc, axis=0)
             ax.fill_between(epochs, mean - sd, mean + sd, alpha=0.2, color=f"C{i}")
+    ax.set_xticks(epochs)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{ds.attrs.get('model_name', '')} CIFAR-10; LDFA rank = {ds.attrs.get('rank_fraction')} x width")

@@ -127,7 +127,6 @@ def vgg(
     head_widths: Sequence[int] = (),
     batch_norm: bool = True,
     pool_every: int = 1,
-    rule: dict | None = None,
 ) -> VGG:
     """Build a :class:`VGG` (registered architecture ``"vgg"``).
 
@@ -135,9 +134,6 @@ def vgg(
     ----------
     width_multiplier : float
         Scales every block's channels: ``max(1, round(w * width_multiplier))``.
-    rule : dict, optional
-        The spec's ``[rule]`` conversion suggestion (``exclude``, ``ranks``); read by the training code,
-        ignored here.
     Other parameters
         As :class:`VGG`.
 
@@ -146,7 +142,6 @@ def vgg(
     ValueError
         Non-positive sizes or multiplier.
     """
-    del rule
     return VGG(
         in_channels=in_channels,
         n_classes=n_classes,

@@ -122,16 +122,13 @@ def retina_vvs(
     kernel_size: int = 9,
     vvs_depth: int = 2,
     fc_width: int = 1024,
-    rule: dict | None = None,
 ) -> RetinaVVS:
-    """Build a :class:`RetinaVVS` (registered architecture ``"retina_vvs"``). ``rule`` (the spec's conversion
-    suggestion) is read by the training code and ignored here.
+    """Build a :class:`RetinaVVS` (registered architecture ``"retina_vvs"``).
 
     Raises
     ------
     ValueError
         Non-positive sizes or an even kernel size.
     """
-    del rule
     return RetinaVVS(in_channels=in_channels, n_classes=n_classes, image_size=image_size, channels=channels,
                      bottleneck=bottleneck, kernel_size=kernel_size, vvs_depth=vvs_depth, fc_width=fc_width)

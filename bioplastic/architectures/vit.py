@@ -206,10 +206,8 @@ def vit(
     heads: int = 8,
     mlp_ratio: float = 2.0,
     pool: Pool = "cls",
-    rule: dict | None = None,
 ) -> ViT:
-    """Build a :class:`ViT` (registered architecture ``"vit"``). ``rule`` (the spec's conversion suggestion)
-    is read by the training code and ignored here.
+    """Build a :class:`ViT` (registered architecture ``"vit"``).
 
     Raises
     ------
@@ -217,6 +215,5 @@ def vit(
         Non-positive sizes, ``image_size`` not divisible by ``patch_size``, ``dim`` not divisible by
         ``heads``, or an unknown ``pool``.
     """
-    del rule
     return ViT(image_size=image_size, patch_size=patch_size, in_channels=in_channels, n_classes=n_classes,
                dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio, pool=pool)
