@@ -144,8 +144,10 @@ def plot(ds: xr.Dataset, path: Path) -> Path:
         for i, label in enumerate(ds["rule"].values):
             if str(label) == "bp":
                 continue
-            cos = ds["update_cosine"].isel(rule=i, rank=0, epoch=-1).values  # (seed, layer)
-            ax.plot(range(len(layers)), np.nanmean(cos, axis=0), marker="o", label=str(label), color=f"C{i}")
+            cos = ds["update_cosine"].isel(rule=i, rank=0, epoch=-1).values  # (seed, layer); NaN: on backprop
+            finite = np.isfinite(cos)
+            mean = np.where(finite.any(0), np.where(finite, cos, 0).sum(0) / np.maximum(finite.sum(0), 1), np.nan)
+            ax.plot(range(len(layers)), mean, marker="o", label=str(label), color=f"C{i}")
         ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=7)
         ax.set_ylabel("cosine(rule update, backprop gradient)")
         ax.set_title("alignment with backprop after the last epoch")
