@@ -54,8 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("what to compare")
     g.add_argument("--rules", default=",".join(DEFAULT_RULES),
                    help="comma-separated rule names (bp, fa, dfa, sign_symmetry, kolen_pollack, ldfa, direct_ldfa)")
-    g.add_argument("--ranks", default=",".join(map(str, DEFAULT_RANKS)),
-                   help="comma-separated feedback ranks for ldfa / direct_ldfa")
+    g.add_argument("--ranks", default=None,
+                   help="comma-separated absolute feedback ranks for ldfa / direct_ldfa (default "
+                        + ",".join(map(str, DEFAULT_RANKS)) + "; none when --rank-fractions is given)")
+    g.add_argument("--rank-fractions", default=None, metavar="F1,F2",
+                   help="comma-separated relative feedback ranks for ldfa / direct_ldfa: each layer gets "
+                        "ceil(F * its width), e.g. 0.25 for width/4 (each in (0, 1]; one run per fraction)")
     g.add_argument("--feedback-learning", default=",".join(DEFAULT_FEEDBACK_LEARNING),
                    help="comma-separated ways LDFA's feedback learns (fixed, q_only, normative, local, oja); "
                         "one run per way, labelled e.g. ldfa_normative, ldfa_fixed")
@@ -70,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None, help="model spec name in models/ or a .toml path (default per "
                    "dataset: " + ", ".join(f"{k}: {v}" for k, v in DEFAULT_MODELS.items()) + ")")
     g.add_argument("--max-train", type=int, default=None, help="train on a fixed random subset of N training examples (the same for every run)")
+    g.add_argument("--max-test", type=int, default=None, help="evaluate on the first N test examples")
+    g.add_argument("--cache-dir", default=None, help="where cifar10 caches its decoded images")
     g = p.add_argument_group("training recipe (default: the model spec's [training] table)")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--batch-size", type=int, default=None)
@@ -124,6 +130,14 @@ def _run_compare(args: argparse.Namespace) -> int:
         device=args.device, max_train=args.max_train, alignment=args.alignment,
         rule_options=dict(args.rule_option), progress=args.progress, keep_models=args.models,
     )
+    if args.ranks is None:  # the default ranks, unless only relative ranks are asked for
+        from bioplastic.training.compare import DEFAULT_RANKS
+
+        kwargs["ranks"] = None if args.rank_fractions is not None else ",".join(map(str, DEFAULT_RANKS))
+    # newer options reach compare only when given
+    for name in ("rank_fractions", "max_test", "cache_dir"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
     extra = {name: getattr(args, name) for name in _EXTRA_TRAIN_OPTIONS if getattr(args, name) is not None}
     if extra:
         kwargs["train_options"] = extra

@@ -188,7 +188,8 @@ class LinearFunction(torch.autograd.Function):
                 grad_x = grad_x.reshape(x.shape)
         elif kind == "low_rank":
             p, q = fb
-            z = delta.mm(p)  # (N, r): activity of the feedback units
+            # (N, r): activity of the feedback units, only when the input gradient or P/Q learning reads it
+            z = delta.mm(p) if _needs_z(layer, need_x, need_fb) else None
             if need_x:
                 grad_x = _clamp(z.mm(q), layer).reshape(x.shape)
             fb_grads = _low_rank_grads(layer, delta, z, h, p, q, weight, need_fb, groups=1)
@@ -203,10 +204,10 @@ class LinearFunction(torch.autograd.Function):
                     grad_x = _broadcast_direct(e.mm(d_mat), slot.lead, x.shape, layer.layer_name)
             else:
                 p, q = fb
-                z = e.mm(p)
+                z = e.mm(p) if _needs_z(layer, need_x, need_fb) else None
                 if need_x:
                     grad_x = _clamp(_broadcast_direct(z.mm(q), slot.lead, x.shape, layer.layer_name), layer)
-                if any(need_fb):
+                if _learns_feedback(layer, need_fb):
                     h_rows = _direct_rows(h, slot.lead)
                     fb_grads = _low_rank_grads(layer, e, z, h_rows, p, q, None, need_fb, groups=1)
         if not need_w:
@@ -227,10 +228,28 @@ def _no_error_message(layer) -> str:
     )
 
 
+def _learns_feedback(layer, need_fb) -> bool:
+    """Whether any of ``P``/``Q`` gets a gradient (``fixed`` feedback never does)."""
+    return any(need_fb) and layer.rule.feedback_learning != "fixed"
+
+
+def _needs_z(layer, need_x, need_fb) -> bool:
+    """Whether the backward reads the feedback-unit activity ``z = delta P``: the input gradient ``z Q``,
+    ``grad_Q = z^T h`` (local, oja) or Oja's ``grad_P``. ``fixed`` and ``normative`` P/Q learning do not.
+    """
+    if need_x:
+        return True
+    if not _learns_feedback(layer, need_fb):
+        return False
+    mode = layer.rule.feedback_learning
+    return mode != "normative" and (bool(need_fb[1]) or (bool(need_fb[0]) and mode == "oja"))
+
+
 def _low_rank_grads(layer, delta, z, h, p, q, weight, need_fb, groups):
     """Gradients of ``P`` and ``Q`` for the five feedback-learning modes (Linear layout, 2-D tensors).
 
-    ``delta``: (N, out) error rows (``e`` for direct LDFA); ``z = delta P``: (N, r); ``h``: (N, in);
+    ``delta``: (N, out) error rows (``e`` for direct LDFA); ``z = delta P``: (N, r), None where no mode
+    reads it (see :func:`_needs_z`); ``h``: (N, in);
     ``p``: (out, r); ``q``: (r, in); ``weight``: (out, in) or None.
     """
     mode = layer.rule.feedback_learning
@@ -318,7 +337,8 @@ class Conv2dFunction(torch.autograd.Function):
 
         if kind == "low_rank":
             p, q = fb
-            z = F.conv_transpose2d(delta, p, groups=groups)  # (B, r, H', W'): 1x1 compression C_out -> r
+            # (B, r, H', W'): 1x1 compression C_out -> r, only when the input gradient or P/Q learning reads it
+            z = F.conv_transpose2d(delta, p, groups=groups) if _needs_z(layer, need_x, need_fb) else None
             if need_x:
                 grad_x = _clamp(conv2d_input(x.shape, q, z, stride, padding, dilation, groups), layer)
             fb_grads = _conv_low_rank_grads(layer, x, delta, z, p, q, weight, need_fb, ctx.conf)
@@ -336,12 +356,12 @@ class Conv2dFunction(torch.autograd.Function):
                     grad_x = e.mm(d_mat.reshape(d_mat.shape[0], -1)).reshape(x.shape)
             else:
                 p, q = fb
-                z = e.mm(p)
+                z = e.mm(p) if _needs_z(layer, need_x, need_fb) else None
                 q2 = q.reshape(q.shape[0], -1)
                 h_rows = x.reshape(n_b, -1)
                 if need_x:
                     grad_x = _clamp(z.mm(q2).reshape(x.shape), layer)
-                if any(need_fb):
+                if _learns_feedback(layer, need_fb):
                     gp, gq = _low_rank_grads(layer, e, z, h_rows, p, q2, None, need_fb, groups=1)
                     fb_grads = [gp, None if gq is None else gq.reshape(q.shape)]
         if not need_w:

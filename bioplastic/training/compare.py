@@ -12,8 +12,9 @@ Layout of the output folder ``out``::
     out/models/<run>.pt       the trained, converted model: state_dict + configs (see load_model)
     out/checkpoints/<run>/    the trainer's per-epoch checkpoints of the run in progress
 
-``<run>`` is ``<rule label>-r<rank>-s<seed>`` (``<rule label>-s<seed>`` for rules without a rank), e.g.
-``ldfa_normative-r10-s0``, ``bp-s0``.
+``<run>`` is ``<rule label>-r<rank>-s<seed>`` (``<rule label>-f<fraction>-s<seed>`` for a relative rank,
+``<rule label>-s<seed>`` for rules without a rank), e.g. ``ldfa_normative-r10-s0``,
+``ldfa_normative-f0.25-s0``, ``bp-s0``.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ import xarray as xr
 from bioplastic import io
 from bioplastic._checks import check_choice, check_positive_int
 from bioplastic.training import results as _results
-from bioplastic.training.results import NO_RANK, run_id, run_label
+from bioplastic.training.results import (NO_RANK, check_rank_fraction, fraction_rank, rank_fraction_of, run_id,
+                                         run_label)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,16 @@ def _int(v: Any) -> int:
 
 
 _int.__name__ = "int"
+
+
+def _float(v: Any) -> float:
+    """float() that refuses bools."""
+    if isinstance(v, bool):
+        raise ValueError(v)
+    return float(v)
+
+
+_float.__name__ = "float"
 
 
 def _max_rank(model: torch.nn.Module) -> int:
@@ -159,9 +171,11 @@ def compare(
     dataset: str = "mnist",
     out: str | os.PathLike | None = None,
     *,
+    rank_fractions: Sequence[float] | str | None = None,
     feedback_learning: Sequence[str] | str | None = None,
     model: str | os.PathLike | Mapping[str, Any] | None = None,
     data_path: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
     optimizer: str | None = None,
@@ -174,6 +188,7 @@ def compare(
     compile: bool | None = None,
     device: str = "auto",
     max_train: int | None = None,
+    max_test: int | None = None,
     alignment: bool = True,
     rule_options: Mapping[str, Any] | None = None,
     train_options: Mapping[str, Any] | None = None,
@@ -202,7 +217,14 @@ def compare(
         (``bp, fa, dfa, sign_symmetry, ldfa``).
     ranks : sequence of int or comma-separated str, optional
         Feedback ranks r for ``ldfa`` / ``direct_ldfa`` (absolute, 1 <= r <= the widest layer's
-        min(out, in)). Default :data:`DEFAULT_RANKS` (1, 3, 10).
+        min(out, in)). Default :data:`DEFAULT_RANKS` (1, 3, 10), or none when ``rank_fractions`` is given.
+    rank_fractions : sequence of float or comma-separated str, optional
+        Relative feedback ranks for ``ldfa`` / ``direct_ldfa``: each layer gets ``ceil(fraction * width)``
+        (its output width, ``C_out`` for a convolution; ``rule_options={"rank_fraction": f}`` of the rule
+        core), e.g. ``[0.25]`` for the paper's width/4. Each fraction in (0, 1], at most four decimals.
+        One run per fraction, besides the absolute ``ranks``; stored in the ``rank`` dim at the code
+        :func:`~bioplastic.training.results.fraction_rank` (``-12500`` for 0.25), with the fraction in the
+        ``rank_fraction`` coordinate; run files ``<label>-f0.25-s<seed>``.
     seeds : sequence of int or comma-separated str, optional
         One run per seed (weights, data order, augmentation, random feedback). Default ``(0,)``.
     epochs : int, optional
@@ -219,6 +241,8 @@ def compare(
         Model spec (name in ``models/``, TOML path or dict). Default per dataset: :data:`DEFAULT_MODELS`.
     data_path : path-like, optional
         Folder or zip files of a dataset that is not embedded (``cifar10``).
+    cache_dir : path-like, optional
+        Where ``cifar10`` caches its decoded images (default :func:`bioplastic.data.cifar10.default_cache_dir`).
     batch_size, lr, optimizer, weight_decay, feedback_lr, feedback_weight_decay, schedule, \
 warmup_epochs, amp, compile : optional
         Training recipe (see :class:`bioplastic.training.TrainConfig`); None takes the model spec's
@@ -228,6 +252,9 @@ warmup_epochs, amp, compile : optional
         CPU (resolved here and stored, so a resumed comparison must run on the same kind of device).
     max_train : int, optional
         Train on a fixed random subset of ``max_train`` training examples (the same for every run).
+    max_test : int, optional
+        Evaluate on the first ``max_test`` test examples (the loaders' fixed order holds every class in
+        any prefix); part of each run's identity when resuming.
     alignment : bool
         Measure per-layer alignment with backprop after every epoch (:func:`bioplastic.nn.alignment`).
     rule_options : mapping, optional
@@ -254,7 +281,7 @@ warmup_epochs, amp, compile : optional
     ------
     ValueError
         Before any training: unknown rule, feedback learning, dataset, model spec or device (the
-        message lists the valid ones); a rank outside 1..max; duplicates; a model whose input or
+        message lists the valid ones); a rank outside 1..max; a rank fraction outside (0, 1]; duplicates; a model whose input or
         output does not fit the dataset; ``out`` holding runs made with a different configuration.
     FileNotFoundError
         A missing data file (the message names it).
@@ -281,15 +308,20 @@ warmup_epochs, amp, compile : optional
                            DEFAULT_FEEDBACK_LEARNING if feedback_learning is None else feedback_learning)
     for name in fl_names:
         check_choice("feedback learning", name, rules_mod.FEEDBACK_LEARNING)
-    rank_values = _split_list("ranks", DEFAULT_RANKS if ranks is None else ranks, _int)
+    fraction_values = [check_rank_fraction(f) for f in _split_list("rank_fractions", rank_fractions, _float)]
+    if len(set(fraction_values)) != len(fraction_values):
+        raise ValueError(f"rank_fractions: duplicate values in {fraction_values}")
+    fraction_values.sort()
+    default_ranks = DEFAULT_RANKS if not fraction_values else ()
+    rank_values = _split_list("ranks", default_ranks if ranks is None else ranks, _int)
     seed_values = _split_list("seeds", DEFAULT_SEEDS if seeds is None else seeds, _int)
     if not seed_values:
         raise ValueError("seeds is empty; give at least one seed")
     for s in seed_values:
         check_positive_int("seed", s, minimum=0)
     low_rank = [r for r in rule_names if r in LOW_RANK_RULES]
-    if low_rank and not rank_values:
-        raise ValueError(f"rules {low_rank} need at least one rank (ranks is empty)")
+    if low_rank and not rank_values and not fraction_values:
+        raise ValueError(f"rules {low_rank} need at least one rank (ranks and rank_fractions are empty)")
     if low_rank and not fl_names:
         raise ValueError(f"rules {low_rank} need at least one feedback learning mode; allowed: "
                          + ", ".join(rules_mod.FEEDBACK_LEARNING))
@@ -297,6 +329,8 @@ warmup_epochs, amp, compile : optional
     device = _check_device(device)
     if max_train is not None:
         check_positive_int("max_train", max_train)
+    if max_test is not None:
+        check_positive_int("max_test", max_test)
     spec = _jsonable(load_spec(DEFAULT_MODELS[dataset] if model is None else model))
 
     trainer = _trainer()
@@ -334,11 +368,13 @@ warmup_epochs, amp, compile : optional
             grid_rules += [(name, fl) for fl in fl_names]
         else:
             grid_rules.append((name, None))
+    # Absolute ranks, then relative ranks (their fraction_rank codes), smallest first.
+    low_ranks = sorted(rank_values) + [fraction_rank(f) for f in fraction_values]
     grid_ranks = ([NO_RANK] if any(r not in LOW_RANK_RULES for r in rule_names) else []) + (
-        sorted(rank_values) if low_rank else [])
+        low_ranks if low_rank else [])
     for seed in seed_values:  # seed outermost: an interrupted comparison has whole seeds first
         for name, fl in grid_rules:
-            for rank in (sorted(rank_values) if name in LOW_RANK_RULES else [NO_RANK]):
+            for rank in (low_ranks if name in LOW_RANK_RULES else [NO_RANK]):
                 runs.append(_Run(name, fl, rank, seed))
 
     probe = build_model(spec)
@@ -352,7 +388,9 @@ warmup_epochs, amp, compile : optional
     # Rule options are validated by building every rule once (cheap, no training).
     def options_of(run: _Run) -> dict[str, Any]:
         if run.rule in LOW_RANK_RULES:
-            return {"rank": run.rank, "feedback_learning": run.feedback_learning, **extra_rule_options}
+            fraction = rank_fraction_of(run.rank)
+            size = {"rank": run.rank} if fraction is None else {"rank_fraction": fraction}
+            return {**size, "feedback_learning": run.feedback_learning, **extra_rule_options}
         return {}
 
     for run in runs:
@@ -362,7 +400,9 @@ warmup_epochs, amp, compile : optional
             raise ValueError(f"invalid options for rule {run.rule!r} ({options_of(run)}): {exc}") from exc
 
     # The data: a missing or corrupt file fails here, before any training.
-    data = load_dataset(dataset, path=data_path)
+    data = load_dataset(dataset, path=data_path, **({"cache_dir": cache_dir} if cache_dir is not None else {}))
+    if max_test is not None and max_test < len(data.y_test):
+        data = dataclasses.replace(data, x_test=data.x_test[:max_test], y_test=data.y_test[:max_test])
     _check_model_fits(probe, data, spec)
     del probe
 
@@ -374,6 +414,7 @@ warmup_epochs, amp, compile : optional
     n_epochs = configs[runs[0]].epochs
     compare_config = {
         "rules": rule_names, "ranks": sorted(rank_values) if low_rank else [],
+        "rank_fractions": fraction_values if low_rank else [],
         "feedback_learning": fl_names if low_rank else [], "seeds": seed_values, "dataset": dataset,
         "data_path": None if data_path is None else str(data_path), "model": spec,
         "train": _jsonable({k: v for k, v in configs[runs[0]].to_dict().items() if k not in _PER_RUN_FIELDS}),
@@ -382,6 +423,13 @@ warmup_epochs, amp, compile : optional
     }
     grid = {"rules": grid_rules, "ranks": grid_ranks, "seeds": seed_values, "epochs": n_epochs,
             "requested": {(r.label, r.rank, r.seed) for r in runs}, "config": compare_config}
+
+    def requested_config(run: _Run) -> str:
+        """A run's identity for resuming: its TrainConfig (model = the resolved spec), plus the test subset."""
+        wanted = configs[run].to_dict()
+        if max_test is not None:
+            wanted["max_test"] = int(max_test)  # not a TrainConfig field, but it changes the test curves
+        return json.dumps(_jsonable(wanted), sort_keys=True)
 
     # ---------------------------------------------------------------- resume
     writer = _is_main_process() and out is not None
@@ -394,7 +442,7 @@ warmup_epochs, amp, compile : optional
             path = out_dir / "runs" / f"{run.id}.nc"
             if path.exists():
                 ds = io.load(path)
-                wanted = json.dumps(_jsonable(configs[run].to_dict()), sort_keys=True)
+                wanted = requested_config(run)
                 if ds.attrs.get("requested_config") != wanted:
                     raise ValueError(
                         f"{path} was made with a different configuration than requested now "
@@ -430,7 +478,7 @@ warmup_epochs, amp, compile : optional
             seconds = float(getattr(result, "seconds", time.perf_counter() - t0))
             ds = _results.run_to_dataset(result, rule=run.rule, feedback_learning=run.feedback_learning,
                                          rank=run.rank, seed=run.seed, epochs=n_epochs, wall_time=seconds)
-            ds.attrs["requested_config"] = json.dumps(_jsonable(configs[run].to_dict()), sort_keys=True)
+            ds.attrs["requested_config"] = requested_config(run)
             acc = ds["test_accuracy"].values
             log.info("%s: %s after %d epochs, test accuracy %.2f%% (%.1f s)", run.id, result.status,
                      result.epochs_completed, 100 * acc[-1], seconds)
@@ -517,21 +565,31 @@ def _model_record(result: Any, run: _Run, config: Any) -> dict[str, Any]:
     }
 
 
-_MODEL_FILE = re.compile(r"^(?P<label>[A-Za-z0-9_]+?)(?:-r(?P<rank>\d+))?-s(?P<seed>\d+)\.pt$")
+_MODEL_FILE = re.compile(
+    r"^(?P<label>[A-Za-z0-9_]+?)(?:-r(?P<rank>\d+)|-f(?P<fraction>[0-9.]+))?-s(?P<seed>\d+)\.pt$")
 
 
 def list_models(out: str | os.PathLike) -> list[tuple[str, int, int]]:
-    """The saved models of a comparison, as (rule label, rank, seed) triples (rank -1: no rank)."""
+    """The saved models of a comparison, as (rule label, rank, seed) triples (rank -1: no rank; a relative
+    rank as its :func:`~bioplastic.training.results.fraction_rank` code)."""
     found = []
     for path in sorted((Path(out) / "models").glob("*.pt")):
         m = _MODEL_FILE.match(path.name)
         if m:
-            found.append((m["label"], int(m["rank"]) if m["rank"] else NO_RANK, int(m["seed"])))
+            if m["fraction"]:
+                try:
+                    rank = fraction_rank(float(m["fraction"]))
+                except ValueError:
+                    continue
+            else:
+                rank = int(m["rank"]) if m["rank"] else NO_RANK
+            found.append((m["label"], rank, int(m["seed"])))
     return found
 
 
 def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed: int = 0, *,
-               feedback_learning: str | None = None, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+               feedback_learning: str | None = None, rank_fraction: float | None = None,
+               map_location: str | torch.device = "cpu") -> torch.nn.Module:
     """Load a model trained by :func:`compare` (the converted module, trained weights, eval mode).
 
     Parameters
@@ -548,6 +606,8 @@ def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed:
         The run's seed.
     feedback_learning : str, optional
         With a rule name: which LDFA variant.
+    rank_fraction : float, optional
+        A relative rank (``compare(rank_fractions=...)``) instead of ``rank``.
     map_location : str or torch.device
         Where to put the weights.
 
@@ -571,6 +631,10 @@ def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed:
     from bioplastic.architectures.spec import build_model
     from bioplastic.nn import convert
 
+    if rank_fraction is not None:
+        if rank is not None:
+            raise ValueError(f"give rank or rank_fraction, not both (got rank={rank}, rank_fraction={rank_fraction})")
+        rank = fraction_rank(rank_fraction)
     saved = list_models(out)
     label = run_label(rule, feedback_learning)
     labels = sorted({s[0] for s in saved})

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from bioplastic.training.results import NO_RANK
+from bioplastic.training.results import NO_RANK, rank_fraction_of, rank_text
 
 
 def _colours(labels: list[str]) -> dict[str, tuple]:
@@ -35,7 +35,8 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
     Panels: (a) test accuracy per epoch, one line per rule and rank (mean over seeds; low-rank rules
     lighter for lower ranks); (b) final test accuracy against feedback rank r for the low-rank rules,
     mean +- s.e.m. over seeds, with the rules without a rank (backprop, FA, DFA, sign symmetry) as
-    horizontal lines; (c) final ``alignment`` per layer (default: cosine between each rule's weight
+    horizontal lines (relative ranks, ``compare(rank_fractions=...)``, are dotted horizontal lines beside
+    absolute ones, or the x axis, as the fraction of each layer's width, when there are no absolute ones); (c) final ``alignment`` per layer (default: cosine between each rule's weight
     update and the backprop gradient; 1 for backprop) for every rule at its highest rank.
 
     Parameters
@@ -67,7 +68,10 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
     fig = Figure(figsize=(15 if has_align else 10, 4.2), layout="constrained")
     axes = fig.subplots(1, 3 if has_align else 2)
     ax = axes[0]
-    true_ranks = [r for r in ranks if r != NO_RANK]
+    # Absolute ranks (r >= 1) and relative ranks (fraction of each layer's width, negative rank codes).
+    absolute = [r for r in ranks if r != NO_RANK and rank_fraction_of(r) is None]
+    relative = [r for r in ranks if rank_fraction_of(r) is not None]
+    true_ranks = sorted(absolute) + sorted(relative, key=rank_fraction_of)
     for i, lab in enumerate(labels):
         for j, r in enumerate(ranks):
             if not np.isfinite(acc[i, j]).any():
@@ -79,7 +83,7 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
                 k = true_ranks.index(r)
                 alpha = 0.35 + 0.65 * (k + 1) / len(true_ranks)
                 ax.plot(epochs, mean, color=colours[lab], lw=1.5, alpha=alpha, marker=".",
-                        label=f"{lab} r={r}")
+                        label=f"{lab} r={rank_text(r)}")
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="(a) test accuracy per epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7, ncol=2)
@@ -87,22 +91,33 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
 
     ax = axes[1]
     final = acc[..., -1]  # (rule, rank, seed)
+    # x axis: the absolute rank r; with relative ranks only, the fraction of each layer's width. Relative
+    # ranks beside absolute ones are dotted horizontal lines.
+    on_axis = absolute if absolute else relative
     for i, lab in enumerate(labels):
         if i in low:
-            xs = [r for j, r in enumerate(ranks) if r != NO_RANK and np.isfinite(acc[i, j]).any()]
+            xs = [r for r in on_axis if np.isfinite(acc[i, ranks.index(r)]).any()]
             idx = [ranks.index(r) for r in xs]
-            mean, sem = _mean_sem(final[i, idx], 1)
-            ax.errorbar(xs, mean, yerr=sem, color=colours[lab], marker="o", capsize=3, label=lab)
+            if xs:
+                mean, sem = _mean_sem(final[i, idx], 1)
+                xv = xs if absolute else [rank_fraction_of(r) for r in xs]
+                ax.errorbar(xv, mean, yerr=sem, color=colours[lab], marker="o", capsize=3, label=lab)
+            if absolute:
+                for r in relative:
+                    if np.isfinite(acc[i, ranks.index(r)]).any():
+                        mean, _ = _mean_sem(final[i, ranks.index(r)][None], 1)
+                        ax.axhline(mean[0], color=colours[lab], ls=":", lw=1.2, label=f"{lab} r={rank_text(r)}")
         elif NO_RANK in ranks and np.isfinite(acc[i, ranks.index(NO_RANK)]).any():
             mean, sem = _mean_sem(final[i, ranks.index(NO_RANK)][None], 1)
             ax.axhline(mean[0], color=colours[lab], ls="--", lw=1.2, label=f"{lab} (full feedback)")
             if sem[0] > 0:
                 ax.axhspan(mean[0] - sem[0], mean[0] + sem[0], color=colours[lab], alpha=0.12)
-    if true_ranks:
+    if on_axis:
         ax.set_xscale("log")
-        ax.set_xticks(true_ranks)
-        ax.set_xticklabels([str(r) for r in true_ranks])
-    ax.set(xlabel="feedback rank r", ylabel="final test accuracy (%)", title="(b) accuracy against rank")
+        ax.set_xticks(on_axis if absolute else [rank_fraction_of(r) for r in on_axis])
+        ax.set_xticklabels([str(r) for r in on_axis] if absolute else [f"{rank_fraction_of(r):g}" for r in on_axis])
+    ax.set(xlabel="feedback rank r" if absolute or not relative else "feedback rank / layer width",
+           ylabel="final test accuracy (%)", title="(b) accuracy against rank")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
 
@@ -115,9 +130,10 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
             done = [j for j in range(len(ranks)) if np.isfinite(values[i, j]).any()]
             if not done:
                 continue
-            j = max(done, key=lambda j: ranks[j])
+            # highest absolute rank, else the largest fraction of the width
+            j = max(done, key=lambda j: (rank_fraction_of(ranks[j]) is None, rank_fraction_of(ranks[j]) or ranks[j]))
             mean, sem = _mean_sem(values[i, j], 0)
-            name = lab if ranks[j] == NO_RANK else f"{lab} r={ranks[j]}"
+            name = lab if ranks[j] == NO_RANK else f"{lab} r={rank_text(ranks[j])}"
             ax.errorbar(x, mean, yerr=sem, color=colours[lab], marker="o", capsize=2, label=name)
         ax.set_xticks(x)
         ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)

@@ -17,6 +17,13 @@ Conventions of the grid
     The feedback rank r of low-rank rules. Rules without a rank (full feedback) are stored at
     ``rank = -1`` (:data:`NO_RANK`); cells of the grid that are not run (e.g. ``bp`` at rank 10, or
     ``ldfa`` at rank -1) hold NaN and have ``status == "not_applicable"``.
+    *Relative ranks* (``compare(rank_fractions=[0.25])``: every layer's rank is ``ceil(fraction * width)``,
+    the paper's "width / 4") sit in the same dim at negative codes below :data:`RELATIVE_RANK_OFFSET`:
+    ``rank = -10000 - round(10000 * fraction)``, e.g. ``-12500`` for width/4, ``-20000`` for the full width
+    (:func:`fraction_rank`, :func:`rank_fraction_of`). The non-index coordinate ``rank_fraction`` along
+    ``rank`` holds the fraction (NaN for absolute ranks and ``-1``), so ``ds.where(ds.rank_fraction ==
+    0.25, drop=True)`` or ``ds.sel(rank=fraction_rank(0.25))`` selects them. The grid keeps its five dims
+    and an int64 ``rank`` index (no MultiIndex; netCDF round-trips).
 ``status``
     ``"ok"``, ``"diverged"`` (non-finite loss: values after the divergence are NaN), ``"pending"``
     (requested but not finished yet: a comparison interrupted mid-way) or ``"not_applicable"``.
@@ -43,6 +50,12 @@ log = logging.getLogger(__name__)
 NO_RANK = -1
 """Value of the ``rank`` coordinate for rules that have no feedback rank (full feedback)."""
 
+RELATIVE_RANK_OFFSET = -10000
+"""Relative ranks (fraction f of each layer's width) are stored at ``rank = RELATIVE_RANK_OFFSET -
+round(RANK_FRACTION_RESOLUTION * f)``; every such code is below this value."""
+RANK_FRACTION_RESOLUTION = 10000
+"""Rank fractions are resolved to ``1 / RANK_FRACTION_RESOLUTION`` (four decimals)."""
+
 STATUSES = ("ok", "diverged", "pending", "not_applicable")
 WALL_CLOCK_VARIABLES = ("wall_time",)
 """Variables that depend on the machine's speed, not on the computation (exclude them to compare)."""
@@ -68,9 +81,49 @@ def run_label(rule: str, feedback_learning: str | None = None) -> str:
     return f"{rule}_{feedback_learning}" if feedback_learning else rule
 
 
+def check_rank_fraction(fraction: Any) -> float:
+    """``fraction`` as a float in (0, 1] with at most four decimals, else a ``ValueError`` naming it."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not np.isfinite(fraction) \
+            or not 0 < fraction <= 1:
+        raise ValueError(f"rank fraction must be a number in (0, 1] (a fraction of each layer's width, "
+                         f"e.g. 0.25 for width/4), got {fraction!r}")
+    scaled = float(fraction) * RANK_FRACTION_RESOLUTION
+    if abs(scaled - round(scaled)) > 1e-6:
+        raise ValueError(f"rank fraction {fraction!r} has more than four decimals; rank fractions are resolved "
+                         f"to 1/{RANK_FRACTION_RESOLUTION}")
+    return round(scaled) / RANK_FRACTION_RESOLUTION
+
+
+def fraction_rank(fraction: float) -> int:
+    """The ``rank`` code of a relative rank: ``-10000 - round(10000 * fraction)`` (``-12500`` for 0.25)."""
+    return RELATIVE_RANK_OFFSET - round(check_rank_fraction(fraction) * RANK_FRACTION_RESOLUTION)
+
+
+def rank_fraction_of(rank: int) -> float | None:
+    """The fraction of a relative-rank code (:func:`fraction_rank`), None for an absolute rank or -1."""
+    rank = int(rank)
+    if rank >= RELATIVE_RANK_OFFSET:
+        return None
+    return (RELATIVE_RANK_OFFSET - rank) / RANK_FRACTION_RESOLUTION
+
+
+def rank_text(rank: int) -> str:
+    """Human-readable rank: ``"-"`` (no rank), ``"10"`` or ``"0.25w"`` (a quarter of each layer's width)."""
+    fraction = rank_fraction_of(rank)
+    if fraction is not None:
+        return f"{fraction:g}w"
+    return "-" if int(rank) == NO_RANK else str(int(rank))
+
+
 def run_id(label: str, rank: int, seed: int) -> str:
-    """File-name stem of a run, e.g. ``"ldfa_normative-r10-s0"`` or ``"bp-s0"``."""
-    return f"{label}-s{seed}" if rank == NO_RANK else f"{label}-r{rank}-s{seed}"
+    """File-name stem of a run, e.g. ``"ldfa_normative-r10-s0"``, ``"ldfa_normative-f0.25-s0"`` (relative
+    rank, :func:`fraction_rank`) or ``"bp-s0"``."""
+    if rank == NO_RANK:
+        return f"{label}-s{seed}"
+    fraction = rank_fraction_of(rank)
+    if fraction is not None:
+        return f"{label}-f{fraction:g}-s{seed}"
+    return f"{label}-r{rank}-s{seed}"
 
 
 def _as_float_array(values: Any, n: int, name: str) -> np.ndarray:
@@ -95,7 +148,7 @@ def run_to_dataset(result: Any, *, rule: str, feedback_learning: str | None, ran
     feedback_learning : str or None
         How the feedback weights learn (low-rank rules), else None.
     rank : int
-        The feedback rank, or :data:`NO_RANK`.
+        The feedback rank, :data:`NO_RANK`, or a relative-rank code (:func:`fraction_rank`).
     seed : int
         The run's seed.
     epochs : int
@@ -169,7 +222,8 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
     rules : sequence of (rule, feedback_learning)
         The rows of the grid, in order (``feedback_learning`` None for rules without one).
     ranks : sequence of int
-        The rank coordinate (:data:`NO_RANK` for rules without a rank).
+        The rank coordinate (:data:`NO_RANK` for rules without a rank, :func:`fraction_rank` codes for
+        relative ranks; their fractions become the ``rank_fraction`` coordinate).
     seeds : sequence of int
         The seed coordinate.
     epochs : int
@@ -183,7 +237,8 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
     Returns
     -------
     xarray.Dataset
-        Dims ``rule``, ``rank``, ``seed``, ``epoch``, ``layer``. Variables ``train_loss``, ``test_loss``,
+        Dims ``rule``, ``rank``, ``seed``, ``epoch``, ``layer``; coordinate ``rank_fraction`` along
+        ``rank`` (NaN except for relative ranks). Variables ``train_loss``, ``test_loss``,
         ``test_accuracy`` (rule, rank, seed, epoch); the per-layer alignment measures of
         :func:`bioplastic.nn.alignment` (``update_cosine``, ``feedback_angle``, ``subspace_angle``;
         rule, rank, seed, epoch, layer); ``status`` (str), ``epochs_completed`` (int), ``wall_time``
@@ -262,7 +317,13 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
         "feedback_learning": ("rule", np.array([fl or "" for _, fl in rules], dtype=object),
                               {"long_name": "how the feedback weights learn ('' where not applicable)"}),
         "rank": ("rank", np.array(ranks, dtype=np.int64),
-                 {"long_name": "feedback rank r", "description": f"{NO_RANK}: rule without a feedback rank"}),
+                 {"long_name": "feedback rank r",
+                  "description": f"{NO_RANK}: rule without a feedback rank; below {RELATIVE_RANK_OFFSET}: "
+                                 f"a rank relative to each layer's width, see rank_fraction"}),
+        "rank_fraction": ("rank", np.array([np.nan if (f := rank_fraction_of(r)) is None else f for r in ranks],
+                                           dtype=np.float64),
+                          {"long_name": "feedback rank as a fraction of each layer's width (ceil(fraction * "
+                                        "width)); NaN for absolute ranks and rules without a rank"}),
         "seed": ("seed", np.array(seeds, dtype=np.int64)),
         "epoch": ("epoch", np.arange(1, epochs + 1, dtype=np.int64), {"long_name": "training epoch"}),
         "layer": ("layer", np.array(layers, dtype=object),
@@ -313,7 +374,7 @@ def final(ds: xr.Dataset, name: str = "test_accuracy") -> xr.DataArray:
 def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
     """A plain-text table of a comparison: one row per (rule, rank) that was run.
 
-    Columns: rule, rank, final test accuracy in percent (mean +- standard deviation over the seeds
+    Columns: rule, rank (``-`` for none, ``0.25w`` for a quarter of each layer's width), final test accuracy in percent (mean +- standard deviation over the seeds
     that finished; ``n`` seeds), status counts if not all ``ok``, and the final ``alignment`` measure
     (default: cosine between the rule's update and the backprop gradient) per layer, mean over seeds.
 
@@ -350,7 +411,7 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
                 counts[str(s)] = counts.get(str(s), 0) + 1
             # "ok" when every seed agrees, else counts such as "ok:2,diverged:1"
             status_text = next(iter(counts)) if len(counts) == 1 else ",".join(f"{k}:{v}" for k, v in counts.items())
-            row = [str(label), "-" if int(rank) == NO_RANK else str(int(rank)), acc_text, str(int(vals.size)),
+            row = [str(label), rank_text(int(rank)), acc_text, str(int(vals.size)),
                    status_text]
             if has_align:
                 last = ds[alignment].values[i, j][:, -1, :]  # (seed, layer)

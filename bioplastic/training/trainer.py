@@ -53,7 +53,7 @@ from bioplastic.training.schedule import SCHEDULES, make_scheduler
 
 __all__ = [
     "TrainConfig", "RunResult", "train", "evaluate", "conversion_options", "OPTIMIZERS", "RECIPE_DEFAULTS",
-    "RULE_TABLE_KEYS",
+    "RULE_TABLE_KEYS", "resolved_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -333,7 +333,9 @@ class RunResult:
     Attributes
     ----------
     config : dict
-        ``TrainConfig.to_dict()`` of the run.
+        ``TrainConfig.to_dict()`` of the run with ``model`` resolved to the spec dict
+        (:func:`resolved_config`), so the record says which architecture was trained even after the spec
+        file changes.
     status : {"ok", "diverged"}
         ``"diverged"`` if the training or test loss became NaN/Inf; training stopped there.
     epochs_completed : int
@@ -537,8 +539,35 @@ def _set_rng_state(state: dict[str, Any], order_gen, aug_gen, device: torch.devi
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
+def resolved_config(config: TrainConfig, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``config.to_dict()`` with ``model`` replaced by the resolved spec (the dict of :func:`load_spec`).
+
+    This is what :func:`train` stores in its checkpoints, compares when resuming and returns as
+    ``RunResult.config``: a run named by a spec (``model="cnn_small"`` or a TOML path) is identified by the
+    spec's content, so editing ``models/cnn_small.toml`` makes it a different run instead of silently
+    resuming from checkpoints of the old spec. ``TrainConfig(**resolved_config(c))`` rebuilds the same run.
+    The dict is JSON-normalised (tuples become lists), so it compares equal to a stored copy.
+    """
+    import json
+
+    from bioplastic.architectures.spec import load_spec
+
+    out = config.to_dict()
+    out["model"] = json.loads(json.dumps(load_spec(config.model) if spec is None else spec, sort_keys=True,
+                                         default=str))
+    return out
+
+
 # Fields that may differ between a checkpoint and the run resuming from it (they do not change the maths).
 _RESUMABLE_DIFFERENCES = {"device", "compile", "eval_batch_size"}
+
+
+def _describe_change(key: str, old: Any, new: Any) -> str:
+    """``key: old -> new``; for two dicts (e.g. model specs) only the entries that differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        inner = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        return ", ".join(_describe_change(f"{key}.{k}", old.get(k), new.get(k)) for k in inner)
+    return f"{key}: {old!r} -> {new!r}"
 
 
 def _check_same_run(saved: dict, current: dict, path: Path) -> None:
@@ -546,7 +575,7 @@ def _check_same_run(saved: dict, current: dict, path: Path) -> None:
         k for k in set(saved) | set(current) if k not in _RESUMABLE_DIFFERENCES and saved.get(k) != current.get(k)
     )
     if differ:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
+        details = ", ".join(_describe_change(k, saved.get(k), current.get(k)) for k in differ)
         raise ValueError(
             f"checkpoint {path} belongs to a different run ({details}); use another checkpoint_dir or delete it"
         )
@@ -574,7 +603,8 @@ def train(
         From :func:`bioplastic.data.load_dataset`; not modified. Its tensors are copied to the device once.
     checkpoint_dir : path-like, optional
         Folder of ``checkpoint.pt``, written atomically after every epoch (model, both optimisers, schedulers,
-        gradient scaler, RNG states, history). If it already holds a checkpoint of the same configuration,
+        gradient scaler, RNG states, history). If it already holds a checkpoint of the same configuration
+        (the model compared by the resolved spec's content, not its name: see :func:`resolved_config`),
         training continues from it (a finished or diverged run returns at once); the final weights equal
         those of an uninterrupted run.
     progress : bool
@@ -615,7 +645,7 @@ def train(
     spec = load_spec(config.model)
     spec_name = str(spec.get("name", "<dict>"))
     rule = config.make_rule()
-    config_dict = config.to_dict()
+    config_dict = resolved_config(config, spec)
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
 
     x_train, y_train = _train_subset(dataset, config.max_train)

@@ -326,6 +326,31 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, digits):
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before
 
 
+def test_edited_spec_file_is_a_different_run(tmp_path, digits):
+    # A run named by a spec (file or name) is identified by the spec's content: after the file is edited,
+    # its old checkpoint is refused instead of silently resumed with the old architecture.
+    from bioplastic.architectures.spec import available_specs
+    from importlib import resources
+
+    assert "mlp_digits" in available_specs()
+    text = resources.files("bioplastic.specs").joinpath("mlp_digits.toml").read_text()
+    spec_file = tmp_path / "my_mlp.toml"
+    spec_file.write_text(text)
+    ckpt = tmp_path / "ckpt"
+    first = train(fast(model=str(spec_file), epochs=1), digits, checkpoint_dir=ckpt, progress=False)
+    assert first.config["model"] == json.loads(json.dumps(load_spec(spec_file)))  # the resolved spec
+    assert first.config["model"]["hidden"] == [128, 128]
+    # Unchanged spec: the finished run returns from its checkpoint.
+    again = train(fast(model=str(spec_file), epochs=1), digits, checkpoint_dir=ckpt, progress=False)
+    assert torch.equal(again.model.fc1.weight, first.model.fc1.weight)
+    assert np.isnan(again.epoch_seconds).all()
+    before = (ckpt / CHECKPOINT_NAME).read_bytes()
+    spec_file.write_text(text.replace("hidden = [128, 128]", "hidden = [96, 128]"))
+    with pytest.raises(ValueError, match=r"different run \(model\.hidden: \[128, 128\] -> \[96, 128\]\)"):
+        train(fast(model=str(spec_file), epochs=1), digits, checkpoint_dir=ckpt, progress=False)
+    assert (ckpt / CHECKPOINT_NAME).read_bytes() == before
+
+
 def test_corrupt_checkpoint_is_named_and_kept(tmp_path, digits):
     path = tmp_path / CHECKPOINT_NAME
     path.write_bytes(b"not a checkpoint")
