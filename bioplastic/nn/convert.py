@@ -320,7 +320,6 @@ def convert(
         message = (f"{rule.name}: rank above the layer's maximum, clipped (effective rank is min(r, in, out)): "
                    + ", ".join(clipped))
         warnings.warn(message, UserWarning, stacklevel=2)
-        logger.warning(message)
 
     # --- convert ------------------------------------------------------------------------------------------
     generator = _resolve_generator(seed)
