@@ -4,16 +4,18 @@ The paper's convnet claim (Hanut & Kadmon 2025, arXiv:2502.20580): LDFA with eve
 rank at a fraction of its width (width/2, /4, /8) trains a VGG-like CNN on CIFAR-10 to backprop level, where
 feedback alignment (Lillicrap et al. 2016) and its relatives are known to fail on convnets (BioTorch,
 Sanfiz & Akrout 2021: ResNet-20 on CIFAR-10, BP 8.6% error, FA 32%, DFA 46%). This script runs the short CPU
-version of that experiment with :func:`bioplastic.training.trainer.train` (one run per rule and seed, the
-same recipe for all: the spec's ``[training]`` table, crop + flip augmentation on the device, warm-up then
+version of that experiment through :func:`bioplastic.compare` (one run per rule and seed, the same
+recipe for all: the spec's ``[training]`` table, crop + flip augmentation on the device, warm-up then
 cosine schedule), on the CIFAR-10 files (``../shared/data/cifar10`` zip files or a ``cifar-10-batches-py``
 folder; decoded once and cached, see :func:`bioplastic.data.cifar10.load_cifar10`).
 
-The result has the layout of :func:`bioplastic.compare` (dims ``rule``, ``rank``, ``seed``, ``epoch``,
-``layer``; the LDFA run has per-layer ranks, so it is stored at ``rank = -1`` with ``attrs["rank_fraction"]``
-and the per-layer ``feedback_rank``), so ``analyses/compute_savings.py --curves`` reads it.
-Finished runs are kept in ``OUT/runs`` and each run checkpoints every epoch in ``OUT/checkpoints``:
-running the same command again resumes.
+The result is :func:`bioplastic.compare`'s Dataset (dims ``rule``, ``rank``, ``seed``, ``epoch``,
+``layer``): BP and FA at ``rank = -1``; LDFA at the relative rank ``--rank-fraction`` (``compare``'s
+``rank_fractions``), i.e. at ``rank = -12500`` for width/4 with ``rank_fraction = 0.25`` along ``rank``
+(also ``attrs["rank_fraction"]``) and the per-layer ``feedback_rank``; ``analyses/compute_savings.py
+--curves`` reads it. Finished runs are kept in ``OUT/runs`` (``ldfa_normative-f0.25-s0.nc`` ...), trained
+models in ``OUT/models``, and each run checkpoints every epoch in ``OUT/checkpoints``: running the same
+command again resumes.
 
 Usage::
 
@@ -27,7 +29,6 @@ backprop per layer).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -56,63 +57,39 @@ def _default_data() -> Path:
 
 
 def run(*, out: Path, data: Path, model: str, rules: Sequence[str], rank_fraction: float,
-        feedback_learning: str, epochs: int, reinit_every: int | None = None, max_train: int | None, n_test: int | None, seeds: Sequence[int],
-        batch_size: int | None, lr: float | None, device: str, cache_dir: str | None, progress: bool = True) -> xr.Dataset:
-    """Train each rule x seed and return the comparison Dataset (also written to ``out/results.nc``)."""
+        feedback_learning: str, epochs: int, reinit_every: int | None = None, max_train: int | None,
+        n_test: int | None, seeds: Sequence[int], batch_size: int | None, lr: float | None, device: str,
+        cache_dir: str | None, progress: bool = True) -> xr.Dataset:
+    """Train each rule x seed through :func:`bioplastic.compare` and return its Dataset (``out/results.nc``).
+
+    LDFA runs at the relative rank ``rank_fraction`` (``compare(rank_fractions=[rank_fraction])``: each
+    layer's rank is ``ceil(rank_fraction * width)``), stored at ``rank = fraction_rank(rank_fraction)``
+    (-12500 for width/4) with the ``rank_fraction`` coordinate; BP and FA at ``rank = -1``.
+    """
     import torch
 
-    from bioplastic.data.cifar10 import load_cifar10
-    from bioplastic.training import results as res
-    from bioplastic.training.trainer import TrainConfig, train
+    import bioplastic
 
-    dataset = load_cifar10(data, augment="crop_flip", cache_dir=cache_dir)
-    if n_test is not None:
-        dataset.x_test, dataset.y_test = dataset.x_test[:n_test], dataset.y_test[:n_test]
-    grid_rules: list[tuple[str, str | None]] = []
-    configs = {}
-    for rule in rules:
-        fl = feedback_learning if rule in ("ldfa", "direct_ldfa") else None
-        options = {"rank_fraction": rank_fraction, "feedback_learning": fl} if fl else {}
-        if fl == "normative" and reinit_every:
-            options["reinit_every"] = int(reinit_every)
-        grid_rules.append((rule, fl))
-        for seed in seeds:
-            kw = {k: v for k, v in {"batch_size": batch_size, "lr": lr}.items() if v is not None}
-            configs[(rule, fl, seed)] = TrainConfig(model=model, rule=rule, rule_options=options, epochs=epochs,
-                                                    max_train=max_train, seed=seed, device=device, **kw)
-    runs = []
-    for (rule, fl, seed), cfg in configs.items():
-        rid = res.run_id(res.run_label(rule, fl), res.NO_RANK, seed)
-        path = out / "runs" / f"{rid}.nc"
-        wanted = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
-        if path.exists():
-            ds = io.load(path)
-            if ds.attrs.get("requested_config") != wanted:
-                raise ValueError(f"{path} was made with another configuration; use another --out or delete it")
-            log.info("%s: already finished, reusing %s", rid, path)
-            runs.append(ds)
-            continue
-        result = train(cfg, dataset, checkpoint_dir=out / "checkpoints" / rid, progress=progress)
-        ds = res.run_to_dataset(result, rule=rule, feedback_learning=fl, rank=res.NO_RANK, seed=seed,
-                                epochs=epochs)
-        ds.attrs["requested_config"] = wanted
-        io.save(ds, path)
-        log.info("%s: %s, test accuracy per epoch %s (%.0f s)", rid, result.status,
-                 np.round(100 * result.test_accuracy, 2).tolist(), result.seconds)
-        runs.append(ds)
-    first = next(iter(configs.values())).to_dict()
-    config = {"model": first["model"], "train": {k: v for k, v in first.items()
-                                                if k not in ("model", "rule", "rule_options", "seed")},
-              "n_train": int(dataset.x_train.shape[0]), "n_test": int(dataset.x_test.shape[0]),
-              "rules": list(rules), "rank_fraction": rank_fraction, "feedback_learning": feedback_learning,
-              "seeds": list(seeds), "dataset": "cifar10", "data_path": str(data),
-              "torch_threads": int(torch.get_num_threads())}
-    ds = res.merge_runs(runs, rules=grid_rules, ranks=[res.NO_RANK], seeds=list(seeds), epochs=epochs,
-                        config=config)
+    low_rank = [r for r in rules if r in ("ldfa", "direct_ldfa")]
+    rule_options = {"reinit_every": int(reinit_every)} if low_rank and feedback_learning == "normative" \
+        and reinit_every else None
+    ds = bioplastic.compare(
+        rules=list(rules), ranks=[], rank_fractions=[rank_fraction] if low_rank else None, seeds=list(seeds),
+        epochs=epochs, dataset="cifar10", out=out, feedback_learning=[feedback_learning], model=model,
+        data_path=data, cache_dir=cache_dir, batch_size=batch_size, lr=lr, device=device, max_train=max_train,
+        max_test=n_test, rule_options=rule_options, progress=progress, figure=False)
     ds.attrs["rank_fraction"] = float(rank_fraction)
+    ds.attrs["torch_threads"] = int(torch.get_num_threads())
     ds.attrs["data_note"] = "CIFAR-10 JPEG re-encodings (quality ~75): compare rules, not absolute accuracies"
     io.save(ds, out / "results.nc")
     return ds
+
+
+def _run_cells(ds: xr.Dataset) -> list[tuple[int, int]]:
+    """(rule index, rank index) of the cells that were run: one per rule here (its only rank)."""
+    status = ds["status"].values  # (rule, rank, seed)
+    return [(i, j) for i in range(ds.sizes["rule"]) for j in range(ds.sizes["rank"])
+            if (status[i, j] != "not_applicable").any()]
 
 
 def plot(ds: xr.Dataset, path: Path) -> Path:
@@ -126,8 +103,9 @@ def plot(ds: xr.Dataset, path: Path) -> Path:
                              squeeze=False)
     ax = axes[0, 0]
     epochs = ds["epoch"].values
-    for i, label in enumerate(ds["rule"].values):
-        acc = 100 * ds["test_accuracy"].isel(rule=i, rank=0).values  # (seed, epoch)
+    for i, j in _run_cells(ds):
+        label = ds["rule"].values[i]
+        acc = 100 * ds["test_accuracy"].isel(rule=i, rank=j).values  # (seed, epoch)
         mean = np.nanmean(acc, axis=0)
         ax.plot(epochs, mean, marker="o", label=str(label), color=f"C{i}")
         if acc.shape[0] > 1:
@@ -141,10 +119,11 @@ def plot(ds: xr.Dataset, path: Path) -> Path:
     if has_align:
         ax = axes[0, 1]
         layers = [str(v) for v in ds["layer"].values]
-        for i, label in enumerate(ds["rule"].values):
+        for i, j in _run_cells(ds):
+            label = ds["rule"].values[i]
             if str(label) == "bp":
                 continue
-            cos = ds["update_cosine"].isel(rule=i, rank=0, epoch=-1).values  # (seed, layer); NaN: on backprop
+            cos = ds["update_cosine"].isel(rule=i, rank=j, epoch=-1).values  # (seed, layer); NaN: on backprop
             finite = np.isfinite(cos)
             mean = np.where(finite.any(0), np.where(finite, cos, 0).sum(0) / np.maximum(finite.sum(0), 1), np.nan)
             ax.plot(range(len(layers)), mean, marker="o", label=str(label), color=f"C{i}")

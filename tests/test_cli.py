@@ -66,7 +66,18 @@ def test_no_arguments_is_the_default_comparison(captured_compare, tmp_path, monk
     assert len(DEFAULT_RANKS) >= 2 and {"normative", "fixed"} <= set(DEFAULT_FEEDBACK_LEARNING)
 
 
+def test_rank_fractions_and_test_subset_reach_compare(captured_compare, tmp_path):
+    assert cli.main(["compare", "--rules", "bp,ldfa", "--rank-fractions", "0.25,0.5", "--max-test", "500",
+                     "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path)]) == 0
+    # relative ranks only: no default absolute ranks
+    assert captured_compare["ranks"] is None and captured_compare["rank_fractions"] == "0.25,0.5"
+    assert captured_compare["max_test"] == 500 and captured_compare["cache_dir"] == str(tmp_path / "c")
+    assert cli.main(["compare", "--ranks", "2", "--rank-fractions", "0.25", "--out", str(tmp_path)]) == 0
+    assert captured_compare["ranks"] == "2" and captured_compare["rank_fractions"] == "0.25"
+
+
 @pytest.mark.parametrize("argv, words", [
+    (["compare", "--rank-fractions", "0.25,1.5"], ["rank fraction", "(0, 1]", "1.5"]),
     (["compare", "--rules", "bp,backprop"], ["'backprop'", "'sign_symmetry'", "'ldfa'"]),
     (["compare", "--dataset", "imagenet"], ["'imagenet'", "'mnist'", "'cifar10'"]),
     (["compare", "--ranks", "0"], ["rank", "out of range"]),

@@ -628,7 +628,7 @@ def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed:
     """
     from bioplastic import __version__
     from bioplastic import rules as rules_mod
-    from bioplastic.architectures.spec import build_model
+    from bioplastic.architectures.spec import build_model, load_spec
     from bioplastic.nn import convert
 
     if rank_fraction is not None:
@@ -661,8 +661,15 @@ def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed:
     except Exception as exc:  # torch raises several types for truncated / foreign files
         raise ValueError(f"cannot read model file {path}: {exc}") from exc
     cfg = record["train_config"]
+    trainer = _trainer()
     with torch.random.fork_rng(devices=[]):  # building draws random weights: leave the caller's RNG alone
-        module = convert(build_model(cfg["model"]), rules_mod.make(cfg["rule"], **cfg.get("rule_options", {})))
+        plain = build_model(cfg["model"])
+        rule_obj = rules_mod.make(cfg["rule"], **cfg.get("rule_options", {}))
+        try:  # the trainer's conversion: the spec's [rule] exclude / ranks / output layer
+            options = trainer.conversion_options(trainer.TrainConfig(**cfg), load_spec(cfg["model"]), plain, rule_obj)
+        except (AttributeError, TypeError, ValueError):
+            options = {}
+        module = convert(plain, rule_obj, **options)
     try:
         module.load_state_dict(record["state_dict"])
     except RuntimeError as exc:

@@ -11,6 +11,7 @@ import pytest
 
 from bioplastic import io
 from bioplastic.data.cifar10 import CLASSES
+from bioplastic.training.results import fraction_rank
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,5 +64,8 @@ def test_cnn_cifar_script_and_flops_to_target(tiny_cifar, tmp_path):
     np.testing.assert_array_equal(first["test_accuracy"].values, again["test_accuracy"].values)
     cs = _script("analyses/compute_savings.py")
     savings = cs.flops_to_target(io.load(out / "results.nc"), target="own")
-    per_step = savings["flops_per_step"].sel(rank=-1)
-    assert per_step.sel(rule="ldfa_normative") < per_step.sel(rule="bp")
+    # BP at rank -1, LDFA at the relative rank width/4 (compare's rank_fractions=[0.25])
+    quarter = fraction_rank(0.25)
+    assert list(first["rank"].values) == [-1, quarter] and float(first["rank_fraction"].sel(rank=quarter)) == 0.25
+    per_step = savings["flops_per_step"]
+    assert per_step.sel(rule="ldfa_normative", rank=quarter) < per_step.sel(rule="bp", rank=-1)

@@ -188,6 +188,77 @@ def test_no_out_writes_nothing(engine, digits_spec, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+# ----------------------------------------------------------------------------------- relative ranks
+def test_rank_fractions_are_relative_ranks_in_the_rank_dim(engine, digits_spec, tmp_path):
+    ds = small(digits_spec, tmp_path / "out", ranks=[4], rank_fractions="0.5,0.25", seeds=[0])
+    # absolute ranks first, then the relative ones (smallest fraction first) at their codes
+    assert list(ds["rank"].values) == [R.NO_RANK, 4, -12500, -15000]
+    assert ds["rank"].dtype == np.int64 and list(ds.sizes) == ["rule", "rank", "seed", "epoch", "layer"]
+    np.testing.assert_array_equal(ds.rank_fraction.values, [np.nan, np.nan, 0.25, 0.5])
+    assert R.fraction_rank(0.25) == -12500 and R.rank_fraction_of(-12500) == 0.25
+    assert R.rank_fraction_of(4) is None and R.rank_fraction_of(R.NO_RANK) is None
+    # the rule core gets rank_fraction (ceil(fraction * width) per layer), not a rank
+    opts = [(c.rule_options.get("rank"), c.rule_options.get("rank_fraction")) for c in engine.calls
+            if c.rule == "ldfa" and c.rule_options["feedback_learning"] == "fixed"]
+    assert opts == [(4, None), (None, 0.25), (None, 0.5)]
+    assert (ds.status.sel(rule=["ldfa_normative", "ldfa_fixed"], rank=[4, -12500, -15000]).values == "ok").all()
+    assert (ds.status.sel(rule=["bp", "fa"], rank=-12500).values == "not_applicable").all()
+    quarter = ds.where(ds.rank_fraction == 0.25, drop=True)
+    assert list(quarter["rank"].values) == [-12500]
+    assert io.config_of(ds)["rank_fractions"] == [0.25, 0.5] and io.config_of(ds)["ranks"] == [4]
+    assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == sorted(
+        ["bp-s0.nc", "fa-s0.nc"] + [f"ldfa_{fl}-{r}-s0.nc" for fl in ("normative", "fixed")
+                                    for r in ("r4", "f0.25", "f0.5")])
+    assert sorted(bioplastic.training.list_models(tmp_path / "out"))[:3] == [
+        ("bp", -1, 0), ("fa", -1, 0), ("ldfa_fixed", -15000, 0)]
+    # netCDF round trip, no MultiIndex
+    xr.testing.assert_identical(ds, bioplastic.training.load_results(tmp_path / "out"))
+    # the table names relative ranks by their fraction of the width
+    body = [line.split()[:2] for line in R.format_table(ds).splitlines()[2:10]]
+    assert ["ldfa_normative", "0.25w"] in body and ["ldfa_fixed", "0.5w"] in body
+    # resume: nothing retrained; adding a fraction trains only the new runs
+    n = len(engine.calls)
+    again = small(digits_spec, tmp_path / "out", ranks=[4], rank_fractions=[0.25, 0.5], seeds=[0])
+    assert len(engine.calls) == n
+    xr.testing.assert_identical(ds.drop_vars("wall_time"), again.drop_vars("wall_time"))
+    small(digits_spec, tmp_path / "out", ranks=[4], rank_fractions=[0.125, 0.25, 0.5], seeds=[0])
+    assert len(engine.calls) == n + 2
+
+
+def test_rank_fractions_alone_replace_the_default_ranks(engine, digits_spec):
+    ds = small(digits_spec, None, ranks=None, rank_fractions=[1], rules=["bp", "ldfa"],
+               feedback_learning=["normative"], seeds=[0])
+    assert list(ds["rank"].values) == [R.NO_RANK, -20000]
+    assert [c.rule_options for c in engine.calls if c.rule == "ldfa"] == [
+        {"rank_fraction": 1.0, "feedback_learning": "normative"}]
+    from bioplastic.training import plot_comparison
+
+    fig = plot_comparison(ds)
+    curves, vs_rank = fig.axes[:2]
+    assert "ldfa_normative r=1w" in {line.get_label() for line in curves.get_lines()}
+    assert vs_rank.get_xlabel() == "feedback rank / layer width"
+    ldfa = [c for c in vs_rank.containers if c.get_label() == "ldfa_normative"][0]
+    np.testing.assert_allclose(np.asarray(ldfa.lines[0].get_xdata(), float), [1.0])
+
+
+@pytest.mark.parametrize("fractions, words", [
+    ([0], ["rank fraction", "(0, 1]", "0"]),
+    ([1.5], ["rank fraction", "(0, 1]", "1.5"]),
+    ("0.25,-0.1", ["rank fraction", "-0.1"]),
+    ([float("nan")], ["rank fraction", "nan"]),
+    ("0.25,abc", ["rank_fractions", "abc"]),
+    ([0.25, 0.25], ["duplicate"]),
+    ([0.333333], ["four decimals"]),
+    ([True], ["rank_fractions", "True"]),
+])
+def test_bad_rank_fractions_fail_before_training(engine, digits_spec, tmp_path, fractions, words):
+    with pytest.raises(ValueError) as info:
+        small(digits_spec, tmp_path / "out", rank_fractions=fractions)
+    for word in words:
+        assert word in str(info.value)
+    assert engine.calls == [] and not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs, words", [
     ({"rules": ["bp", "backprop"]}, ["'backprop'", "'bp'", "'fa'", "'ldfa'", "'direct_ldfa'"]),
