@@ -745,6 +745,19 @@ def train(
             disable=not progress or rank != 0,
             leave=False,
         )
+
+        def forward_backward(m, xb, yb, n_global):
+            """Zero the gradients, run ``m`` on ``xb`` and backpropagate the rule's errors; returns this rank's
+            summed loss. The loss is scaled so that the gradient is the mean over the global batch."""
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            with _autocast(device, amp):
+                out = m(xb)
+            loss_rank = F.cross_entropy(out.float(), yb, reduction="sum", label_smoothing=config.label_smoothing)
+            loss = loss_rank * (world / n_global)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            return loss_rank
+
         try:
             for epoch in range(start_epoch, epochs):
                 if history["status"] != "ok":
@@ -763,34 +776,15 @@ def train(
                     if world > 1:
                         xb = torch.tensor_split(xb, world)[rank]
                         yb = torch.tensor_split(yb, world)[rank]
-                    for opt in optimizers:
-                        opt.zero_grad(set_to_none=True)
                     try:
-                        with _autocast(device, amp):
-                            out = step_model(xb)
-                        loss_rank = F.cross_entropy(
-                            out.float(), yb, reduction="sum", label_smoothing=config.label_smoothing
-                        )
-                        loss = loss_rank * (world / n_global)
-                        if scaler is not None:
-                            scaler.scale(loss).backward()
-                        else:
-                            loss.backward()
+                        loss_rank = forward_backward(step_model, xb, yb, n_global)
                     except Exception as exc:
                         if not compiled:
                             raise
                         # torch.compile failed on this machine / model: fall back to eager mode once.
                         log.warning("torch.compile failed (%s: %s); continuing in eager mode", type(exc).__name__, exc)
                         step_model, compiled = model, False
-                        for opt in optimizers:
-                            opt.zero_grad(set_to_none=True)
-                        with _autocast(device, amp):
-                            out = step_model(xb)
-                        loss_rank = F.cross_entropy(
-                            out.float(), yb, reduction="sum", label_smoothing=config.label_smoothing
-                        )
-                        loss = loss_rank * (world / n_global)
-                        (scaler.scale(loss) if scaler is not None else loss).backward()
+                        loss_rank = forward_backward(step_model, xb, yb, n_global)
                     if scaler is not None:
                         if config.grad_clip is not None:
                             scaler.unscale_(optimizer)
