@@ -253,6 +253,18 @@ def test_amp_bf16_runs_on_cpu(digits, rule, options):
     assert amp.test_accuracy[-1] > 0.85 and abs(amp.test_accuracy[-1] - full.test_accuracy[-1]) < 0.05
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("rule, options", [("bp", {}), ("ldfa", {"rank": 4, "feedback_learning": "local"})])
+def test_compiled_training_follows_eager_training(digits, rule, options):
+    # torch.compile (inductor on CPU) must not change the maths of the rules' custom backward.
+    eager = train(fast(rule=rule, rule_options=options), digits, progress=False)
+    compiled = train(fast(rule=rule, rule_options=options, compile=True), digits, progress=False)
+    np.testing.assert_allclose(compiled.train_loss, eager.train_loss, rtol=1e-4)
+    for (name, x), (_, y) in zip(eager.model.state_dict().items(), compiled.model.state_dict().items()):
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            torch.testing.assert_close(y, x, rtol=1e-3, atol=1e-5, msg=name)
+
+
 def test_fp16_refused_for_loss_independent_feedback_gradients(digits):
     cfg = fast(rule="ldfa", rule_options={"rank": 2}, amp=True, amp_dtype="float16")
     with pytest.raises(ValueError, match="float16.*normative"):
