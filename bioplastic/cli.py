@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -34,17 +35,26 @@ def _rule_option(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def _add_log_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """-v / -q, on the main parser (prefix "") and again on each subcommand (prefix "sub_"): separate dests,
+    so that a subparser's default never overwrites the value given before the command; main() adds them."""
+    parser.add_argument("-v", "--verbose", action="count", default=0, dest=prefix + "verbose",
+                        help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", dest=prefix + "quiet",
+                        help="warnings and errors only")
+
+
 def _parser() -> argparse.ArgumentParser:
     from bioplastic.training.compare import (DEFAULT_FEEDBACK_LEARNING, DEFAULT_MODELS, DEFAULT_RANKS,
                                              DEFAULT_RULES)
 
     parser = argparse.ArgumentParser(prog="bioplastic", description="bioplastic: learning without backpropagation")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    _add_log_options(parser, "")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     p = sub.add_parser(
         "compare", help="train learning rules side by side; results.nc + figure.png",
+        epilog="-v / -q work before or after the command (bioplastic -v compare ..., bioplastic compare -v ...).",
         description="Train learning rules side by side on one task (Hanut & Kadmon 2025, arXiv:2502.20580, "
                     "and the feedback-alignment family). Prints a table (rule, rank, final test accuracy, "
                     "alignment of each layer's update with backprop), writes OUT/results.nc (xarray), "
@@ -65,12 +75,15 @@ def _parser() -> argparse.ArgumentParser:
                         "one run per way, labelled e.g. ldfa_normative, ldfa_fixed")
     g.add_argument("--seeds", default="0", help="comma-separated seeds")
     g.add_argument("--rule-option", action="append", type=_rule_option, default=[], metavar="KEY=VALUE",
-                   help="extra option for every low-rank rule, e.g. reinit_every=100 or error_clamp=1 (repeatable)")
+                   help="extra option for every low-rank run (repeatable), e.g. error_clamp=1; options of one "
+                        "feedback-learning mode need that mode alone, e.g. --feedback-learning normative "
+                        "--rule-option reinit_every=100")
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", default="mnist", help="mnist (embedded), digits (scikit-learn) or cifar10 "
-                   "(needs --data-path)")
+                   "(needs --data-path or $BIOPLASTIC_SHARED_DATA)")
     g.add_argument("--data-path", default=None, help="folder or zip files of a dataset that is not embedded, "
-                   "e.g. ../shared/data/cifar10")
+                   "e.g. ../shared/data/cifar10 (cifar10 default: $BIOPLASTIC_SHARED_DATA/cifar10 when that "
+                   "variable is set)")
     g.add_argument("--model", default=None, help="model spec name in models/ or a .toml path (default per "
                    "dataset: " + ", ".join(f"{k}: {v}" for k, v in DEFAULT_MODELS.items()) + ")")
     g.add_argument("--max-train", type=int, default=None, help="train on a fixed random subset of N training examples (the same for every run)")
@@ -100,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--alignment", action=argparse.BooleanOptionalAction, default=True,
                    help="measure per-layer alignment with backprop every epoch")
     g = p.add_argument_group("running")
+    _add_log_options(g, "sub_")
     g.add_argument("--device", default="auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1 ...")
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads of torch (default: torch's choice; 1 is faster on a busy machine)")
@@ -112,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_compare(args: argparse.Namespace) -> int:
     import bioplastic
+    from bioplastic.training.compare import SHARED_DATA_VARIABLE
     from bioplastic.training.results import RESULTS_FILE, format_table
 
     if args.threads is not None:
@@ -121,6 +136,10 @@ def _run_compare(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)  # the command owns its process
 
+    if args.dataset == "cifar10" and args.data_path is None and not os.environ.get(SHARED_DATA_VARIABLE):
+        raise ValueError("dataset 'cifar10' is not embedded: give --data-path (a folder with "
+                         "cifar10-jpeg-train.zip / cifar10-jpeg-test.zip or cifar-10-batches-py/) or set "
+                         f"{SHARED_DATA_VARIABLE} (its cifar10 folder is used)")
     kwargs = dict(
         rules=args.rules, ranks=args.ranks, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset,
         out=args.out, feedback_learning=args.feedback_learning, model=args.model, data_path=args.data_path,
@@ -163,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    # -v / -q count wherever they are given: before the command, after it, or both
+    args.verbose = args.verbose + getattr(args, "sub_verbose", 0)
+    args.quiet = args.quiet or getattr(args, "sub_quiet", False)
     # Default: progress bars, one INFO line per finished run, warnings; -v: every module's INFO (per-epoch
     # lines, conversion reports); -vv: debug; -q: warnings only.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -148,3 +148,45 @@ def test_real_command_end_to_end(tmp_path):
     assert (out / "figure.png").stat().st_size > 10_000
     assert np.isfinite(ds.wall_time.sel(rule="bp", rank=R.NO_RANK)).all()
     assert {p.name for p in (out / "models").iterdir()} == {"bp-s0.pt", "ldfa_fixed-r2-s0.pt"}
+
+
+@pytest.mark.parametrize("argv, level", [
+    (["compare", "-v"], "INFO"), (["-v", "compare"], "INFO"), (["-v", "compare", "-v"], "DEBUG"),
+    (["compare", "-vv"], "DEBUG"), (["compare", "-q"], "NOTSET"), (["-q", "compare"], "NOTSET"),
+    (["compare"], "NOTSET"),
+])
+def test_verbosity_flags_work_before_and_after_the_command(argv, level, captured_compare, tmp_path):
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("bioplastic", "bioplastic.cli", "bioplastic.training.compare")]
+    saved = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.NOTSET)
+        assert cli.main([*argv, "--rules", "bp", "--out", str(tmp_path)]) == 0
+        assert logging.getLevelName(loggers[0].level) == level
+        quiet = "-q" in argv
+        assert (loggers[2].level == logging.NOTSET) == (quiet or level != "NOTSET")
+    finally:
+        for lg, lv in zip(loggers, saved):
+            lg.setLevel(lv)
+
+
+def test_cifar10_without_path_names_the_flag_and_the_variable(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("BIOPLASTIC_SHARED_DATA", raising=False)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["compare", "--dataset", "cifar10", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--data-path" in err and "BIOPLASTIC_SHARED_DATA" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cifar10_with_shared_data_variable_reaches_compare(captured_compare, tmp_path, monkeypatch):
+    monkeypatch.setenv("BIOPLASTIC_SHARED_DATA", str(tmp_path))
+    assert cli.main(["compare", "--dataset", "cifar10", "--out", str(tmp_path / "out")]) == 0
+    assert captured_compare["dataset"] == "cifar10" and captured_compare["data_path"] is None
+
+
+def test_help_example_of_rule_option_names_its_feedback_mode():
+    text = cli._parser()._subparsers._group_actions[0].choices["compare"].format_help()
+    assert "--feedback-learning normative --rule-option reinit_every=100" in " ".join(text.split())

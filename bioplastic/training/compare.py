@@ -48,6 +48,9 @@ DEFAULT_RULES = ("bp", "fa", "dfa", "sign_symmetry", "ldfa")
 DEFAULT_RANKS = (1, 3, 10)
 DEFAULT_FEEDBACK_LEARNING = ("normative", "fixed")
 DEFAULT_SEEDS = (0,)
+SHARED_DATA_VARIABLE = "BIOPLASTIC_SHARED_DATA"
+"""Environment variable naming the shared data folder: cifar10 without ``data_path`` reads its ``cifar10``
+folder (as :func:`bioplastic.data.cifar10.load_cifar10` does)."""
 DEFAULT_MODELS = {"mnist": "mlp_mnist", "digits": "mlp_digits", "cifar10": "cnn_small"}
 """Model spec used for each dataset when ``model`` is not given."""
 
@@ -354,8 +357,13 @@ warmup_epochs, amp, compile : optional
     # None: TrainConfig takes the spec's [training] recipe, else its own defaults.
     base = {k: v for k, v in explicit.items() if v is not None}
     if dataset == "cifar10" and data_path is None:
-        raise ValueError("dataset 'cifar10' is not embedded: give data_path (a folder, or the folder of the "
-                         "zip files cifar10-jpeg-train.zip / cifar10-jpeg-test.zip)")
+        shared = os.environ.get(SHARED_DATA_VARIABLE)
+        if not shared:
+            raise ValueError("dataset 'cifar10' is not embedded: give data_path (a folder, or the folder of the "
+                             "zip files cifar10-jpeg-train.zip / cifar10-jpeg-test.zip) or set "
+                             f"{SHARED_DATA_VARIABLE} (its cifar10 folder is used)")
+        # the loader's default (load_cifar10(path=None)), resolved here so that the run config records it
+        data_path = Path(shared) / "cifar10"
     extra_rule_options = dict(rule_options or {})
     for key in ("rank", "rank_fraction", "feedback_learning"):
         if key in extra_rule_options:
@@ -397,7 +405,14 @@ warmup_epochs, amp, compile : optional
         try:
             rules_mod.make(run.rule, **options_of(run))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"invalid options for rule {run.rule!r} ({options_of(run)}): {exc}") from exc
+            hint = ""
+            if extra_rule_options and run.feedback_learning is not None and len(fl_names) > 1:
+                others = [fl for fl in fl_names if fl != run.feedback_learning]
+                hint = (f"; rule_options apply to every low-rank run, here feedback_learning {fl_names}: "
+                        f"restrict feedback_learning (--feedback-learning) to the modes the options fit, "
+                        f"e.g. without {run.feedback_learning!r} ({', '.join(others)})")
+            raise ValueError(f"invalid options for run {run.id} (rule {run.rule!r}, feedback_learning "
+                             f"{run.feedback_learning!r}; options {options_of(run)}): {exc}{hint}") from exc
 
     # The data: a missing or corrupt file fails here, before any training.
     data = load_dataset(dataset, path=data_path, **({"cache_dir": cache_dir} if cache_dir is not None else {}))
@@ -449,9 +464,10 @@ warmup_epochs, amp, compile : optional
                         f"({_diff(ds.attrs.get('requested_config'), wanted)}); use another out folder or "
                         f"delete that file to retrain the run")
                 finished[run] = ds
+        _check_results_superset(out_dir / _results.RESULTS_FILE, {r.id for r in runs})  # refuse before "resuming"
         if finished:
-            log.info("resuming in %s: %d of %d runs already finished", out_dir, len(finished), len(runs))
-        _check_results_superset(out_dir / _results.RESULTS_FILE, {r.id for r in runs})
+            log.info("resuming in %s: %d of %d run%s already finished", out_dir, len(finished), len(runs),
+                     "" if len(runs) == 1 else "s")
 
     def merged() -> xr.Dataset:
         return _results.merge_runs([finished[r] for r in runs if r in finished], **grid)
@@ -480,8 +496,9 @@ warmup_epochs, amp, compile : optional
                                          rank=run.rank, seed=run.seed, epochs=n_epochs, wall_time=seconds)
             ds.attrs["requested_config"] = requested_config(run)
             acc = ds["test_accuracy"].values
-            log.info("%s: %s after %d epochs, test accuracy %.2f%% (%.1f s)", run.id, result.status,
-                     result.epochs_completed, 100 * acc[-1], seconds)
+            n_done = int(result.epochs_completed)
+            log.info("%s: %s after %d epoch%s, test accuracy %.2f%% (%.1f s)", run.id, result.status,
+                     n_done, "" if n_done == 1 else "s", 100 * acc[-1], seconds)
             if writer:
                 if keep_models:
                     _atomic_torch_save(_model_record(result, run, configs[run]),
@@ -584,7 +601,14 @@ def list_models(out: str | os.PathLike) -> list[tuple[str, int, int]]:
             else:
                 rank = int(m["rank"]) if m["rank"] else NO_RANK
             found.append((m["label"], rank, int(m["seed"])))
-    return found
+    # numerically: rule label, then no rank, absolute ranks (1, 3, 10), relative ranks by fraction, then seed
+    def order(item: tuple[str, int, int]) -> tuple:
+        label, rank, seed = item
+        fraction = rank_fraction_of(rank)
+        kind = 0 if rank == NO_RANK else 1 if fraction is None else 2
+        return label, kind, fraction if fraction is not None else rank, seed
+
+    return sorted(found, key=order)
 
 
 def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed: int = 0, *,

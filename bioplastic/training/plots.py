@@ -11,6 +11,15 @@ import xarray as xr
 from bioplastic.training.results import NO_RANK, rank_fraction_of, rank_text
 
 
+ALIGNMENT_LABELS = {
+    "update_cosine": "cosine(update, backprop gradient)",
+    "feedback_angle": "angle(W^T, feedback matrix) (deg)",
+    "subspace_angle": "angle(feedback subspace, top-r error subspace) (deg)",
+    "feedback_rank": "feedback rank (units)",
+}
+"""Axis labels of panel (c) for the alignment variables (others: the name with spaces)."""
+
+
 def _colours(labels: list[str]) -> dict[str, tuple]:
     import matplotlib
 
@@ -54,7 +63,7 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
         Not registered with pyplot (no global state); Jupyter displays it when it is the cell's value.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator, NullFormatter
 
     labels = [str(x) for x in ds["rule"].values]
     ranks = [int(r) for r in ds["rank"].values]
@@ -85,7 +94,10 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
                 ax.plot(epochs, mean, color=colours[lab], lw=1.5, alpha=alpha, marker=".",
                         label=f"{lab} r={rank_text(r)}")
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="(a) test accuracy per epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # integer epochs; min_n_ticks=1 keeps them integer when the axis spans a single epoch
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if len(epochs) == 1:
+        ax.set_xlim(float(epochs[0]) - 0.5, float(epochs[0]) + 0.5)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
 
@@ -114,6 +126,7 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
                 ax.axhspan(mean[0] - sem[0], mean[0] + sem[0], color=colours[lab], alpha=0.12)
     if on_axis:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # no stray "2x10^0" labels between the ranks
         ax.set_xticks(on_axis if absolute else [rank_fraction_of(r) for r in on_axis])
         ax.set_xticklabels([str(r) for r in on_axis] if absolute else [f"{rank_fraction_of(r):g}" for r in on_axis])
     ax.set(xlabel="feedback rank r" if absolute or not relative else "feedback rank / layer width",
@@ -137,9 +150,8 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
             ax.errorbar(x, mean, yerr=sem, color=colours[lab], marker="o", capsize=2, label=name)
         ax.set_xticks(x)
         ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)
-        long_name = ds[alignment].attrs.get("long_name", alignment)
-        ax.set(xlabel="layer", ylabel=alignment, title="(c) alignment with backprop, final epoch")
-        ax.text(0.01, 0.01, long_name, transform=ax.transAxes, fontsize=6, va="bottom", wrap=True)
+        ax.set(xlabel="layer", ylabel=ALIGNMENT_LABELS.get(alignment, alignment.replace("_", " ")),
+               title="(c) alignment with backprop, final epoch")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
 

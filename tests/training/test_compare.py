@@ -586,3 +586,87 @@ def test_real_engine_divergence_is_recorded(tmp_path):
     assert np.isnan(ds.test_accuracy).all()
     xr.testing.assert_identical(ds, bioplastic.training.load_results(tmp_path / "out"))
     assert "diverged" in R.format_table(ds)
+
+
+# ----------------------------------------------------------------------------------- user frictions
+def test_list_models_sorts_ranks_numerically(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("bp-s0.pt", "ldfa_normative-r10-s0.pt", "ldfa_normative-r3-s0.pt", "ldfa_normative-r1-s0.pt",
+                 "ldfa_normative-f0.5-s0.pt", "ldfa_normative-f0.25-s0.pt", "ldfa_normative-r1-s10.pt",
+                 "ldfa_normative-r1-s2.pt"):
+        (models / name).write_bytes(b"")
+    assert bioplastic.training.list_models(tmp_path) == [
+        ("bp", R.NO_RANK, 0), ("ldfa_normative", 1, 0), ("ldfa_normative", 1, 2), ("ldfa_normative", 1, 10),
+        ("ldfa_normative", 3, 0), ("ldfa_normative", 10, 0),
+        ("ldfa_normative", R.fraction_rank(0.25), 0), ("ldfa_normative", R.fraction_rank(0.5), 0)]
+
+
+def test_cifar10_path_from_shared_data_variable_is_used_and_recorded(engine, digits_spec, tmp_path, monkeypatch):
+    import bioplastic.data as data_mod
+
+    monkeypatch.delenv("BIOPLASTIC_SHARED_DATA", raising=False)
+    with pytest.raises(ValueError, match="data_path.*BIOPLASTIC_SHARED_DATA"):
+        bioplastic.compare(rules=["bp"], dataset="cifar10", out=tmp_path / "o", progress=False)
+    monkeypatch.setenv("BIOPLASTIC_SHARED_DATA", str(tmp_path / "shared"))
+    seen = {}
+    digits = data_mod.load_dataset("digits")
+
+    def fake_load(name, path=None, **kw):
+        seen.update(name=name, path=path)
+        return digits
+
+    monkeypatch.setattr(data_mod, "load_dataset", fake_load)
+    ds = small(digits_spec, tmp_path / "o", rules=["bp"], seeds=[0], dataset="cifar10")
+    assert seen == {"name": "cifar10", "path": tmp_path / "shared" / "cifar10"}
+    assert json.loads(ds.attrs["config"])["data_path"] == str(tmp_path / "shared" / "cifar10")
+    # the same comparison with the path given explicitly is the same configuration: it resumes
+    engine.calls.clear()
+    monkeypatch.delenv("BIOPLASTIC_SHARED_DATA")
+    small(digits_spec, tmp_path / "o", rules=["bp"], seeds=[0], dataset="cifar10",
+          data_path=str(tmp_path / "shared" / "cifar10"))
+    assert engine.calls == []
+
+
+def test_rule_option_of_one_feedback_mode_names_the_run_and_suggests_restricting(engine, digits_spec):
+    from bioplastic import rules
+
+    try:
+        rules.make("ldfa", rank=2, feedback_learning="fixed", reinit_every=100)
+    except (TypeError, ValueError):
+        pass
+    else:
+        pytest.skip("the rule core accepts reinit_every for fixed feedback")
+    with pytest.raises(ValueError, match=r"ldfa_fixed-r1-s0.*'fixed'.*--feedback-learning") as info:
+        small(digits_spec, None, rule_options={"reinit_every": 100})
+    assert "reinit_every" in str(info.value)
+    assert engine.calls == []
+    # the documented example: the option with its feedback mode alone
+    small(digits_spec, None, rule_options={"reinit_every": 100}, feedback_learning=["normative"])
+    assert engine.calls and all(c.rule_options["reinit_every"] == 100 for c in engine.calls if c.rule == "ldfa")
+
+
+def test_refusal_to_drop_runs_comes_before_resuming_and_log_is_plural_aware(engine, digits_spec, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="bioplastic.training.compare")
+    small(digits_spec, tmp_path / "out", rules=["bp", "fa"], seeds=[0], epochs=1)
+    assert "bp-s0: ok after 1 epoch," in caplog.text and "1 epochs" not in caplog.text
+    caplog.clear()
+    with pytest.raises(ValueError, match=r"results.nc holds finished runs .*fa-s0"):
+        small(digits_spec, tmp_path / "out", rules=["bp"], seeds=[0], epochs=1)
+    assert "resuming" not in caplog.text
+    small(digits_spec, tmp_path / "out", rules=["bp", "fa"], seeds=[0], epochs=1)
+    assert "2 of 2 runs already finished" in caplog.text
+
+
+def test_figure_labels_and_integer_epoch_ticks(engine, digits_spec):
+    from bioplastic.training import plot_comparison
+
+    for epochs in (1, 3):
+        fig = plot_comparison(small(digits_spec, None, epochs=epochs))
+        curves, _, align = fig.axes[:3]
+        ticks = [t for t in curves.get_xticks() if curves.get_xlim()[0] <= t <= curves.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        assert align.get_ylabel() == "cosine(update, backprop gradient)"
+        assert not align.texts  # no caption inside the panel, over the markers
