@@ -52,10 +52,12 @@ class ArrayDataset:
 
     @property
     def n_classes(self) -> int:
+        """Number of classes d (the output size a model needs)."""
         return len(self.classes)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input, e.g. (1, 28, 28) for MNIST."""
         return tuple(self.x_train.shape[1:])
 
 
