@@ -112,3 +112,13 @@ def test_schedule_restores_rates_on_error():
     with pytest.raises(ValueError):
         train_online(net, x, y_bad, xt, yt, epochs=2, eval_every=4, learning_rate_schedule="cosine", **OPTS)
     assert net.to_dict() == config
+
+
+def test_schedule_with_parallel_trials_splits_at_whole_batches():
+    x, y, xt, yt = _data()
+    net = _net()
+    curve = train_online(net, x[:5], y[:5], xt, yt, epochs=2, eval_every=4, batch_size=2,
+                         learning_rate_schedule="cosine", **OPTS)
+    # 10 presentations in batches of 2; epoch 0 runs to presentation 6 (5 rounded up to whole batches)
+    assert list(curve.step.values) == [0, 4, 8, 10]
+    np.testing.assert_allclose(curve.learning_rate_scale.values, [1.0, 1.0, 0.5, 0.5], atol=1e-15)
