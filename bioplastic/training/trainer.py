@@ -290,7 +290,8 @@ def _rule_table(spec: dict[str, Any]) -> dict[str, Any]:
 def conversion_options(config: TrainConfig, spec: dict[str, Any], model: nn.Module, rule: Any) -> dict[str, Any]:
     """Keyword arguments of :func:`bioplastic.convert` for this run: ``exclude``, ``ranks``, ``output_layer``.
 
-    ``exclude``: the config's, else the spec's ``[rule].exclude``. ``ranks`` (low-rank rules only): the
+    ``exclude``: the config's, else the spec's ``[rule].exclude`` (for the direct rules without the entries
+    that hold the output layer, the source of the output error they deliver). ``ranks`` (low-rank rules only): the
     spec's ``[rule].rank_multipliers`` applied to an absolute ``rank`` (``{"qkv": 3}``: each weight layer
     whose module name ends in ``qkv`` gets ``3 * rank``, the fused query-key-value projection of a
     transformer, Hanut & Kadmon 2025), then the spec's ``[rule].ranks``, then the config's ``ranks``
@@ -300,6 +301,16 @@ def conversion_options(config: TrainConfig, spec: dict[str, Any], model: nn.Modu
     out: dict[str, Any] = {"exclude": list(config.exclude if config.exclude is not None else table.get("exclude", []))}
     if "output_layer" in table:
         out["output_layer"] = table["output_layer"]
+    if config.exclude is None and getattr(rule, "direct", False) and out["exclude"]:
+        # The spec's exclusions (e.g. "keep the classifier on backprop") are suggestions for the layer-wise
+        # rules; a direct rule (dfa, direct_ldfa) needs its output layer converted, as the source of e.
+        weight_layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        output_name = out.get("output_layer") or (weight_layers[-1] if weight_layers else "")
+        kept = [e for e in out["exclude"] if not (output_name == e or output_name.startswith(e + "."))]
+        if kept != out["exclude"]:
+            log.info("%s: the spec's exclude %s holds the output layer %r, the source of the output error; "
+                     "converting it", rule.name, sorted(set(out["exclude"]) - set(kept)), output_name)
+        out["exclude"] = kept
     if getattr(rule, "feedback", None) not in ("low_rank", "direct_low_rank"):
         return out
     ranks: dict[str, int] = {}

@@ -149,6 +149,30 @@ def test_spec_rule_table_supplies_rank_exclude_and_multipliers():
     assert conversion_options(cfg2, spec, build_model(spec), cfg2.make_rule()) == {"exclude": [], "ranks": {"fc2": 5}}
 
 
+def test_spec_exclusion_of_the_head_is_kept_for_ldfa_and_lifted_for_direct_rules():
+    # cnn_small keeps its classifier ("head") on backprop, as the paper did for LDFA; DFA needs the output
+    # layer converted, since it is the source of the error e it sends to every layer.
+    from bioplastic import convert, rules
+    from bioplastic.architectures import build_model, load_spec
+    from bioplastic.training.trainer import conversion_options
+
+    spec = load_spec("cnn_small")
+    assert "head" in spec["rule"]["exclude"]
+    model = build_model(spec)
+    x = torch.zeros(2, 3, 32, 32)
+    for name, expect_head in [("ldfa", False), ("dfa", True), ("direct_ldfa", True)]:
+        rule = rules.make(name, rank=2) if "ldfa" in name else rules.make(name)
+        cfg = TrainConfig(model=spec, rule=name)
+        opts = conversion_options(cfg, spec, model, rule)
+        converted = convert(model, rule, example_input=x, **opts)
+        out_layer = converted.get_submodule("head.out")
+        assert hasattr(out_layer, "feedback_names") == expect_head, name
+    # An explicit exclusion by the user is not second-guessed: convert's clear error stands.
+    with pytest.raises(ValueError, match="source of the output error"):
+        cfg = TrainConfig(model=spec, rule="dfa", exclude=["head"])
+        convert(model, rules.make("dfa"), example_input=x, **conversion_options(cfg, spec, model, rules.make("dfa")))
+
+
 def test_feedback_optimiser_hyper_parameters():
     # LDFA normative: the rule's own default feedback lr (0.01, authors) unless the config sets one.
     cfg = fast(rule="ldfa", rule_options={"rank": 2})
