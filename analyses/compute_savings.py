@@ -37,7 +37,6 @@ Writes ``DIR/compute_savings.nc`` and ``DIR/compute_savings.png``.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import math

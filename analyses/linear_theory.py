@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +32,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from bioplastic.io import atomic_write  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import xarray as xr  # noqa: E402
@@ -50,14 +50,8 @@ SMALL = {"n_inputs": 32, "n_outputs": 16, "n_hidden": 16,
 
 def _save_figure(fig, path: Path) -> None:
     """Write a PNG atomically (temporary file + rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     finally:
         plt.close(fig)
 

@@ -38,7 +38,7 @@ import xarray as xr
 import bioplastic
 from bioplastic import analysis as A
 from bioplastic.data import load_dataset, load_kriegeskorte2008, resize_images
-from bioplastic.io import save, stamp
+from bioplastic.io import atomic_write, save, stamp
 
 log = logging.getLogger("rsa_it")
 
@@ -268,12 +268,10 @@ def plot(ds: xr.Dataset, path: Path) -> Path:
         if col == 0:
             ax.legend(fontsize=7, ncol=2)
     fig.suptitle("Representations of networks trained with each rule vs IT (92 images, Kriegeskorte et al. 2008)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    finally:
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import xarray as xr
@@ -59,15 +60,37 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     for name, index in ds.indexes.items():
         if getattr(index, "nlevels", 1) > 1:
             raise ValueError(f"dimension {name!r} has a MultiIndex; reset it before saving")
+    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine=ENGINE))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Write a file atomically: ``write(tmp)`` fills a temporary file in the destination folder, which is then
+    renamed to ``path`` (``os.replace``, atomic on one filesystem).
+
+    A crash or Ctrl-C during ``write`` leaves ``path`` as it was (an older version stays intact) and removes the
+    temporary file. The temporary name keeps ``path``'s suffix (``savefig`` picks the format from it) and is
+    created by ``write`` itself, so the file gets the user's umask.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; parent folders are created.
+    write : callable
+        ``write(tmp_path)`` writes the whole file to ``tmp_path``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name in the same folder (same filesystem, so the rename is atomic); created by the writer
-    # with the user's umask, unlike mkstemp's 0600.
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
     try:
-        ds.to_netcdf(tmp, engine=ENGINE)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

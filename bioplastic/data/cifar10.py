@@ -24,7 +24,6 @@ import logging
 import os
 import pickle
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 from bioplastic._checks import check_choice
 from bioplastic.data.augment import RandomCropFlip
 from bioplastic.data.base import ArrayDataset
+from bioplastic.io import atomic_write
 
 __all__ = ["load_cifar10", "CLASSES", "Normalize", "default_cache_dir", "AUGMENTATIONS"]
 
@@ -243,15 +243,11 @@ def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a bare path
             np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _decode(kind: str, files: list[Path]) -> dict[str, np.ndarray]:

@@ -7,11 +7,12 @@ Checkpoints hold only tensors, numbers, strings, lists and dicts, so they load w
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from bioplastic.io import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -21,17 +22,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
     Parent folders are created. Returns the path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:

@@ -5,7 +5,6 @@ with augmentation and normative SVD re-initialisation, interrupted after an epoc
 checkpoint, ends with the weights of an uninterrupted run."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
