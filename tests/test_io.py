@@ -59,3 +59,23 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
     bad.write_bytes(b"not a netCDF file")
     with pytest.raises(ValueError, match="bad.nc"):
         io.load(bad)
+
+
+def test_atomic_write_keeps_the_suffix_and_cleans_up_after_a_failure(tmp_path):
+    seen = []
+
+    def write(tmp):
+        seen.append(tmp)
+        tmp.write_text("new")
+
+    path = io.atomic_write(tmp_path / "fig.png", write)
+    assert path.read_text() == "new" and seen[0].suffix == ".png" and seen[0].parent == tmp_path
+
+    def fail(tmp):
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_write(path, fail)
+    assert path.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
