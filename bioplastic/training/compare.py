@@ -492,7 +492,7 @@ warmup_epochs, amp, compile : optional
                      n_done, "" if n_done == 1 else "s", 100 * acc[-1], seconds)
             if writer:
                 if keep_models:
-                    _atomic_torch_save(_model_record(result, run, configs[run]),
+                    _atomic_torch_save(_model_record(result, run, configs[run], data.input_shape),
                                        out_dir / "models" / f"{run.id}.pt")
                 io.save(ds, out_dir / "runs" / f"{run.id}.nc")
                 if ckpt is not None and ckpt.exists():
@@ -559,7 +559,7 @@ def _check_model_fits(model: torch.nn.Module, data: Any, spec: Mapping[str, Any]
                          f"dataset {data.name!r} has {data.n_classes} classes")
 
 
-def _model_record(result: Any, run: _Run, config: Any) -> dict[str, Any]:
+def _model_record(result: Any, run: _Run, config: Any, input_shape: Sequence[int]) -> dict[str, Any]:
     from bioplastic import __version__
 
     model = result.model
@@ -570,6 +570,7 @@ def _model_record(result: Any, run: _Run, config: Any) -> dict[str, Any]:
         "state_dict": state, "train_config": _jsonable(config.to_dict()), "rule": run.rule,
         "feedback_learning": run.feedback_learning, "rank": run.rank, "seed": run.seed, "label": run.label,
         "status": str(result.status), "bioplastic_version": __version__,
+        "input_shape": [int(n) for n in input_shape],  # one input's shape: direct rules on convs need it to rebuild
     }
 
 
@@ -684,6 +685,8 @@ def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed:
             options = trainer.conversion_options(trainer.TrainConfig(**cfg), load_spec(cfg["model"]), plain, rule_obj)
         except (AttributeError, TypeError, ValueError):
             options = {}
+        if "input_shape" in record:  # the direct rules size D / Q of conv layers from an example input
+            options["example_input"] = torch.zeros(2, *record["input_shape"])
         module = convert(plain, rule_obj, **options)
     try:
         module.load_state_dict(record["state_dict"])

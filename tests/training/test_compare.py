@@ -670,3 +670,24 @@ def test_figure_labels_and_integer_epoch_ticks(engine, digits_spec):
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
         assert align.get_ylabel() == "cosine(update, backprop gradient)"
         assert not align.texts  # no caption inside the panel, over the markers
+
+
+def test_direct_rule_on_a_conv_net_with_the_head_on_backprop_trains_and_reloads(tmp_path):
+    # The spec keeps the classifier on backprop (as the paper did for LDFA); DFA still needs the output layer
+    # as the source of e, and its conv layers' D are sized from an example input, also when reloading.
+    from bioplastic.data import load_dataset
+
+    spec = {"name": "tiny_cnn", "architecture": "vgg", "in_channels": 1, "widths": [4, 8], "convs_per_block": 1,
+            "rule": {"exclude": ["head"]}}
+    out = tmp_path / "out"
+    ds = bioplastic.compare(rules=["dfa", "ldfa"], ranks=[2], feedback_learning=["normative"], seeds=[0],
+                            epochs=1, dataset="digits", model=spec, out=out, progress=False)
+    assert (ds.status.sel(rule="dfa", rank=R.NO_RANK).values == "ok").all()
+    data = load_dataset("digits")
+    for rule, rank, label in [("dfa", None, "dfa"), ("ldfa", 2, "ldfa_normative")]:
+        model = bioplastic.training.load_model(out, rule, rank, 0)
+        assert hasattr(model.get_submodule("head.out"), "feedback_names") == (rule == "dfa")
+        with torch.no_grad():
+            correct = int((model(data.transform(data.x_test)).argmax(1) == data.y_test).sum())
+        stored = ds.test_accuracy.sel(rule=label, rank=R.NO_RANK if rank is None else rank, seed=0).isel(epoch=-1)
+        assert correct == round(float(stored) * len(data.y_test))
