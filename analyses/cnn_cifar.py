@@ -132,7 +132,7 @@ def plot(ds: xr.Dataset, path: Path) -> Path:
         ax.set_title("alignment with backprop after the last epoch")
         ax.axhline(0, color="grey", lw=0.8)
         ax.legend()
-    fig.savefig(path, dpi=120)
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
     return path
 

@@ -446,7 +446,7 @@ def plot(ds: xr.Dataset, path: Path, savings: xr.Dataset | None = None) -> Path:
         keep = np.isfinite(vals)
         ax.barh(np.array(labels)[keep], vals[keep])
         ax.set_xlabel(f"FLOPs to {savings.attrs['fraction']:.0%} of final accuracy ({savings.attrs['target']})")
-    fig.savefig(path, dpi=120)
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
     return path
 

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from bioplastic.architectures.spec import load_spec  # noqa: E402
-from bioplastic.io import save, stamp  # noqa: E402
+from bioplastic.io import atomic_write, save, stamp  # noqa: E402
 from bioplastic.rate import RateNetwork  # noqa: E402
 
 log = logging.getLogger("rate_backends")
@@ -113,7 +113,7 @@ def plot(ds: xr.Dataset, path: Path) -> Path:
     ax.legend()
     fig.suptitle(f"rate network {ds.attrs.get('spec', '')}: torch vs brian2 "
                  f"({ds.attrs.get('codegen_target', '')} target), dt = {ds.attrs['dt'] * 1e3:g} ms")
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path
 

@@ -267,7 +267,7 @@ def plot(ds: xr.Dataset, path: Path, ringach_cv: np.ndarray | None = None, layer
         ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=7)
         ax.set_title(f"{title} ({layer})", fontsize=9)
     fig.suptitle("retina-VVS receptive fields (reverse correlation), strongest units per condition")
-    fig.savefig(path, dpi=110)
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from bioplastic import io
 from bioplastic.training.results import NO_RANK, rank_fraction_of, rank_text
 
 
@@ -165,5 +166,5 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     return fig
