@@ -683,8 +683,10 @@ def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed:
         rule_obj = rules_mod.make(cfg["rule"], **cfg.get("rule_options", {}))
         try:  # the trainer's conversion: the spec's [rule] exclude / ranks / output layer
             options = trainer.conversion_options(trainer.TrainConfig(**cfg), load_spec(cfg["model"]), plain, rule_obj)
-        except (AttributeError, TypeError, ValueError):
-            options = {}
+        except (TypeError, ValueError) as exc:  # a configuration this version cannot rebuild: say so
+            raise ValueError(f"model file {path}: cannot rebuild its conversion from the stored configuration "
+                             f"(saved by bioplastic {record.get('bioplastic_version', '?')}, this is "
+                             f"{__version__}): {exc}") from exc
         if "input_shape" in record:  # the direct rules size D / Q of conv layers from an example input
             options["example_input"] = torch.zeros(2, *record["input_shape"])
         module = convert(plain, rule_obj, **options)

@@ -691,3 +691,14 @@ def test_direct_rule_on_a_conv_net_with_the_head_on_backprop_trains_and_reloads(
             correct = int((model(data.transform(data.x_test)).argmax(1) == data.y_test).sum())
         stored = ds.test_accuracy.sel(rule=label, rank=R.NO_RANK if rank is None else rank, seed=0).isel(epoch=-1)
         assert correct == round(float(stored) * len(data.y_test))
+
+
+def test_model_file_whose_configuration_cannot_be_rebuilt_is_named(tmp_path):
+    out = tmp_path / "out"
+    bioplastic.compare(rules=["bp"], seeds=[0], epochs=1, dataset="digits", out=out, progress=False)
+    path = out / "models" / "bp-s0.pt"
+    record = torch.load(path, weights_only=True)
+    record["train_config"]["no_such_option"] = 1  # e.g. written by another version
+    torch.save(record, path)
+    with pytest.raises(ValueError, match="bp-s0.pt: cannot rebuild its conversion"):
+        bioplastic.training.load_model(out, "bp")
