@@ -171,6 +171,61 @@ def _square(vec: np.ndarray, n: int, distance: str, n_neurons: int, coords: dict
     return xr.DataArray(mat, dims=(ROW, COL), coords=out_coords, name="rdm", attrs=attrs)
 
 
+def _labels(a: Any) -> np.ndarray | None:
+    """The stimulus labels of an RDM DataArray (None for arrays or unlabelled RDMs)."""
+    if not isinstance(a, xr.DataArray) or ROW not in a.coords or COL not in a.coords:
+        return None
+    rows, cols = np.asarray(a[ROW].values), np.asarray(a[COL].values)
+    if rows.shape != cols.shape or not np.array_equal(rows, cols):
+        raise ValueError(f"RDM {a.name!r} has different stimulus labels on {ROW!r} and {COL!r}; an RDM's rows "
+                         "and columns must be the same stimuli in the same order")
+    return rows
+
+
+def _describe_mismatch(ref: np.ndarray, other: np.ndarray, ref_name: str, other_name: str) -> str:
+    missing = [x for x in ref.tolist() if x not in set(other.tolist())]
+    extra = [x for x in other.tolist() if x not in set(ref.tolist())]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} stimuli of {ref_name} missing from {other_name}: {missing[:10]}")
+    if extra:
+        parts.append(f"{len(extra)} extra stimuli in {other_name} not in {ref_name}: {extra[:10]}")
+    return "; ".join(parts) or "duplicated stimulus labels"
+
+
+def align_stimuli(ref: Any, other: Any, ref_name: str = "a", other_name: str = "b") -> Any:
+    """Reorder ``other`` so that its stimuli follow ``ref``'s labels.
+
+    Parameters
+    ----------
+    ref, other : xarray.DataArray or numpy.ndarray
+        RDMs (dims ``stimulus_i``, ``stimulus_j``). Unlabelled inputs (arrays, DataArrays without stimulus
+        coordinates) are compared by position and returned unchanged.
+    ref_name, other_name : str
+        Names used in error messages.
+
+    Returns
+    -------
+    xarray.DataArray or numpy.ndarray
+        ``other``, its stimuli reordered to ``ref``'s order.
+
+    Raises
+    ------
+    ValueError
+        The two do not hold the same stimulus labels (the message names the missing and extra ones), or
+        labels are duplicated.
+    """
+    la, lb = _labels(ref), _labels(other)
+    if la is None or lb is None:
+        return other
+    if np.array_equal(la, lb):
+        return other
+    if len(set(la.tolist())) != la.size or len(set(lb.tolist())) != lb.size or set(la.tolist()) != set(lb.tolist()):
+        raise ValueError(f"{ref_name} and {other_name} are RDMs of different stimulus sets: "
+                         + _describe_mismatch(la, lb, ref_name, other_name))
+    return other.sel({ROW: la, COL: la})
+
+
 def rdm_stack(rdms: dict[str, xr.DataArray] | list[xr.DataArray], dim: str, labels: list[Any] | None = None
               ) -> xr.DataArray:
     """Stack square RDMs of the same stimuli along a new dimension (e.g. ``layer``, ``rule``).
@@ -201,6 +256,9 @@ def rdm_stack(rdms: dict[str, xr.DataArray] | list[xr.DataArray], dim: str, labe
     sizes = {it.sizes.get(ROW) for it in items}
     if len(sizes) != 1:
         raise ValueError(f"RDMs differ in their number of stimuli: {sorted(map(str, sizes))}")
+    # align every RDM to the first one's stimulus labels (or refuse a mismatch naming the stimuli)
+    items = [items[0]] + [align_stimuli(items[0], it, f"RDM {labels[0]!r}", f"RDM {lab!r}")
+                          for lab, it in zip(labels[1:], items[1:])]
     return xr.concat(items, dim=dim, coords="minimal", compat="override", combine_attrs="drop_conflicts"
                      ).assign_coords({dim: labels})
 
@@ -250,7 +308,9 @@ def compare_rdms(a: Any, b: Any, method: CompareMethod = "spearman") -> float | 
     a, b : xarray.DataArray or numpy.ndarray
         RDMs of the same stimuli: square (n, n), with optional leading stack dims (a DataArray with dims
         ``stimulus_i``, ``stimulus_j`` and e.g. ``layer``), or condensed vectors in
-        ``scipy.spatial.distance.squareform`` order. Only the off-diagonal upper triangle is used.
+        ``scipy.spatial.distance.squareform`` order. Only the off-diagonal upper triangle is used. When
+        both are labelled DataArrays, ``b`` is aligned to ``a``'s stimulus labels; arrays are compared by
+        position.
     method : {"spearman", "pearson", "kendall_tau_a", "cosine", "rho_a"}
         ``spearman``: Spearman rank correlation (Kriegeskorte et al. 2008); ``pearson``: Pearson
         correlation; ``kendall_tau_a``: Kendall's tau-a, recommended when a model RDM predicts ties
@@ -266,12 +326,13 @@ def compare_rdms(a: Any, b: Any, method: CompareMethod = "spearman") -> float | 
     Raises
     ------
     ValueError
-        Unknown method (lists the allowed ones); shapes that are not RDMs; RDMs of different sizes;
-        asymmetric matrices; NaN/Inf; stack dims with the same name in ``a`` and ``b``.
+        Unknown method (lists the allowed ones); shapes that are not RDMs; RDMs of different sizes or
+        different stimulus labels (the message names the missing and extra stimuli); asymmetric matrices; NaN/Inf; stack dims with the same name in ``a`` and ``b``.
     """
     check_choice("method", method, COMPARE_METHODS)
     from rsatoolbox.rdm import RDMs, compare
 
+    b = align_stimuli(a, b, "a", "b")
     va, na, dims_a, coords_a, shape_a = _as_vectors(a, "a")
     vb, nb, dims_b, coords_b, shape_b = _as_vectors(b, "b")
     if na != nb:
@@ -323,7 +384,8 @@ def noise_ceiling(rdms: Any, method: CompareMethod = "spearman", *, subject_dim:
     Raises
     ------
     ValueError
-        Unknown method; missing ``subject_dim``; extra dims; not RDMs.
+        Unknown method; missing ``subject_dim``; extra dims; not RDMs; no subjects; a constant subject RDM
+        with a correlation method (the message names the subject).
     """
     check_choice("method", method, COMPARE_METHODS)
     from rsatoolbox.rdm import RDMs, compare
@@ -344,6 +406,13 @@ def noise_ceiling(rdms: Any, method: CompareMethod = "spearman", *, subject_dim:
         labels = np.arange(arr.shape[0])
     vectors, _, _, _, shape = _as_vectors(rdms, "rdms")
     n_sub = vectors.shape[0]
+    if n_sub == 0:
+        raise ValueError(f"rdms holds no subjects (the {subject_dim!r} dim is empty); a noise ceiling needs at "
+                         "least one")
+    constant = np.flatnonzero(np.ptp(vectors, axis=1) == 0)
+    if constant.size and method in ("spearman", "pearson", "rho_a", "kendall_tau_a"):
+        raise ValueError(f"rdms holds a constant RDM for {subject_dim} {[labels[k] for k in constant][:10]}; its "
+                         f"{method} correlation is undefined (drop that subject)")
     rmethod = _RSATOOLBOX_METHOD[method]
     with warnings.catch_warnings():
         # rsatoolbox warns that tau ceilings pool averaged ranks; that is the documented procedure here.
