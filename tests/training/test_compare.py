@@ -705,7 +705,9 @@ def test_model_file_whose_configuration_cannot_be_rebuilt_is_named(tmp_path):
 
 
 def test_unwritable_out_is_one_line_error_before_training(tmp_path):
-    from bioplastic.training import compare as C
+    import importlib
+
+    C = importlib.import_module("bioplastic.training.compare")
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
