@@ -66,6 +66,7 @@ _LOADERS = {
     "mnist": "bioplastic.data.mnist:load_mnist",
     "digits": "bioplastic.data.digits:load_digits",
     "cifar10": "bioplastic.data.cifar10:load_cifar10",
+    "teacher": "bioplastic.data.teacher:load_teacher",
 }
 DATASETS = tuple(_LOADERS)
 

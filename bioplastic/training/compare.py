@@ -444,6 +444,8 @@ warmup_epochs, amp, compile : optional
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
             raise ValueError(f"out {out_dir} exists and is not a folder")
+        if writer:
+            _check_writable(out_dir)  # before any training: read-only, permission or space failures in one line
         for run in runs:
             path = out_dir / "runs" / f"{run.id}.nc"
             if path.exists():
@@ -503,7 +505,8 @@ warmup_epochs, amp, compile : optional
     except BaseException as exc:  # Ctrl-C or a crash: the finished runs are already on disk
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}"
         log.warning("%s: %d of %d runs finished%s; run the same command again to resume", what,
-                    len(finished), len(runs), f" and saved in {out_dir / _results.RESULTS_FILE}" if writer else "")
+                    len(finished), len(runs),
+                    f" and saved in {out_dir / _results.RESULTS_FILE}" if writer and finished else "")
         raise
     finally:
         bar.close()
@@ -514,6 +517,21 @@ warmup_epochs, amp, compile : optional
 
         plot_comparison(ds, out_dir / "figure.png")
     return ds
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Create ``out_dir`` and write a small probe file in it; an OSError becomes one ValueError line."""
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ValueError(f"out folder {out_dir} is not writable: {reason}") from None
 
 
 def _check_results_superset(path: Path, requested: set[str]) -> None:

@@ -702,3 +702,14 @@ def test_model_file_whose_configuration_cannot_be_rebuilt_is_named(tmp_path):
     torch.save(record, path)
     with pytest.raises(ValueError, match="bp-s0.pt: cannot rebuild its conversion"):
         bioplastic.training.load_model(out, "bp")
+
+
+def test_unwritable_out_is_one_line_error_before_training(tmp_path):
+    import importlib
+
+    C = importlib.import_module("bioplastic.training.compare")
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="not writable"):
+        C._check_writable(blocker / "sub")
