@@ -50,7 +50,7 @@ DEFAULT_SEEDS = (0,)
 SHARED_DATA_VARIABLE = "BIOPLASTIC_SHARED_DATA"
 """Environment variable naming the shared data folder: cifar10 without ``data_path`` reads its ``cifar10``
 folder (as :func:`bioplastic.data.cifar10.load_cifar10` does)."""
-DEFAULT_MODELS = {"mnist": "mlp_mnist", "digits": "mlp_digits", "cifar10": "cnn_small"}
+DEFAULT_MODELS = {"mnist": "mlp_mnist", "digits": "mlp_digits", "cifar10": "cnn_small", "teacher": "mlp_teacher"}
 """Model spec used for each dataset when ``model`` is not given."""
 
 # TrainConfig fields set by compare itself per run, not by the user.
