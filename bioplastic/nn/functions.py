@@ -224,7 +224,9 @@ def _no_error_message(layer) -> str:
     return (
         f"layer {layer.layer_name!r} ({layer.rule.name}) needs the output error e, but the output layer's "
         "backward has not run for this forward pass: the loss must depend on the output layer "
-        f"({layer.output_name!r})"
+        f"({layer.output_name!r}). If {layer.output_name!r} is not the layer that produces the logits (the "
+        "default is the last Linear / Conv2d in module registration order), convert again naming it: "
+        "bioplastic.convert(model, rule, output_layer='<name of the logits layer>')"
     )
 
 

@@ -162,6 +162,26 @@ def test_direct_rule_error_when_output_layer_not_on_the_loss_path():
         aux.sum().backward()
 
 
+def test_direct_rule_error_names_output_layer_fix_when_head_registered_first():
+    """Issue 15 case 8: the head registered before the body makes the default output layer the body; the
+    error must name the fix (``output_layer=``), and converting with it then trains."""
+    class HeadFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(6, 3)
+            self.body = nn.Linear(4, 6)
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.body(x)))
+
+    net = bioplastic.convert(HeadFirst(), "dfa")
+    with pytest.raises(RuntimeError, match=r"'body'.*output_layer="):
+        net(torch.randn(2, 4)).sum().backward()
+    fixed = bioplastic.convert(HeadFirst(), "dfa", output_layer="head")
+    fixed(torch.randn(2, 4)).sum().backward()
+    assert fixed.body.weight.grad is not None
+
+
 @pytest.mark.parametrize("rule", ["fa", "kolen_pollack", "dfa", "sign_symmetry", "ldfa", "direct_ldfa"])
 def test_state_dict_round_trip(rule, batch_mlp):
     x, y = batch_mlp
