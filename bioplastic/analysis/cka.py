@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from bioplastic._checks import check_choice
-from bioplastic.analysis._inputs import stimulus_by_neuron
+from bioplastic.analysis._inputs import STIMULUS, stimulus_by_neuron
 
 Kernel = Literal["linear", "rbf"]
 HSIC = Literal["biased", "unbiased"]
@@ -194,17 +194,30 @@ def cka_matrix(A: xr.Dataset | dict[str, Any], B: xr.Dataset | dict[str, Any] | 
     -------
     xarray.DataArray
         Dims (``layer_x``, ``layer_y``), named ``"cka"``, attrs ``kernel``, ``hsic``.
+
+    Raises
+    ------
+    TypeError
+        ``A`` or ``B`` is not an ``xarray.Dataset`` or a dict (the message names the type given).
+    ValueError
+        No layers; layers whose ``stimulus`` labels are not the same set (the message names the missing and
+        extra stimuli). Layers whose labels are the same set in another order are aligned by label to the
+        first layer of ``A``; unlabelled arrays are taken in the order given.
     """
     check_choice("kernel", kernel, KERNELS)
     check_choice("hsic", hsic, HSIC_ESTIMATORS)
+    same = B is None
     B = A if B is None else B
-    names_a, names_b = list(A.keys()) if isinstance(A, dict) else list(A.data_vars), (
-        list(B.keys()) if isinstance(B, dict) else list(B.data_vars))
+    names_a, names_b = _layer_names(A, "A"), _layer_names(B, "B")
     if not names_a or not names_b:
         raise ValueError("no layers to compare")
-    grams_a = {k: _gram(stimulus_by_neuron(A[k], f"layer {k!r}")[0], kernel, bandwidth) for k in names_a}
-    grams_b = grams_a if B is A else {
-        k: _gram(stimulus_by_neuron(B[k], f"layer {k!r}")[0], kernel, bandwidth) for k in names_b}
+    ref = _stimulus_labels(A[names_a[0]])
+    layers_a = {k: _align_layer(A[k], ref, f"A[{k!r}]", f"A[{names_a[0]!r}]") for k in names_a}
+    layers_b = layers_a if same else {
+        k: _align_layer(B[k], ref, f"B[{k!r}]", f"A[{names_a[0]!r}]") for k in names_b}
+    grams_a = {k: _gram(stimulus_by_neuron(v, f"layer {k!r}")[0], kernel, bandwidth) for k, v in layers_a.items()}
+    grams_b = grams_a if same else {
+        k: _gram(stimulus_by_neuron(v, f"layer {k!r}")[0], kernel, bandwidth) for k, v in layers_b.items()}
     n_a = {g.shape[0] for g in grams_a.values()} | {g.shape[0] for g in grams_b.values()}
     if len(n_a) != 1:
         raise ValueError(f"layers hold different numbers of stimuli: {sorted(n_a)}")
@@ -212,3 +225,34 @@ def cka_matrix(A: xr.Dataset | dict[str, Any], B: xr.Dataset | dict[str, Any] | 
     return xr.DataArray(out, dims=("layer_x", "layer_y"), coords={"layer_x": names_a, "layer_y": names_b},
                         name="cka", attrs={"kernel": kernel, "hsic": hsic,
                                            "reference": "Kornblith et al. (2019) ICML"})
+
+
+def _layer_names(x: Any, name: str) -> list[str]:
+    """The layer names of a Dataset or dict of responses; anything else is a TypeError naming its type."""
+    if isinstance(x, xr.Dataset):
+        return list(x.data_vars)
+    if isinstance(x, dict):
+        return list(x.keys())
+    raise TypeError(f"cka_matrix: {name} must be an xarray.Dataset or a dict of layer name -> (stimulus, neuron) "
+                    f"responses, got {type(x).__name__}; for a list of layers use dict(enumerate(layers)) or "
+                    "name them")
+
+
+def _stimulus_labels(x: Any) -> np.ndarray | None:
+    if isinstance(x, xr.DataArray) and STIMULUS in x.dims and STIMULUS in x.coords:
+        return np.asarray(x[STIMULUS].values)
+    return None
+
+
+def _align_layer(x: Any, ref: np.ndarray | None, name: str, ref_name: str) -> Any:
+    """``x`` with its stimuli in ``ref``'s label order; a different label set is a ValueError naming them."""
+    labels = _stimulus_labels(x)
+    if ref is None or labels is None or np.array_equal(labels, ref):
+        return x
+    set_ref, set_x = set(ref.tolist()), set(labels.tolist())
+    if set_ref != set_x or len(set_x) != labels.size or len(set_ref) != ref.size:
+        missing = [v for v in ref.tolist() if v not in set_x]
+        extra = [v for v in labels.tolist() if v not in set_ref]
+        raise ValueError(f"{name} and {ref_name} hold different stimuli: {len(missing)} missing from {name} "
+                         f"{missing[:10]}, {len(extra)} extra {extra[:10]} (or duplicated labels)")
+    return x.sel({STIMULUS: ref})

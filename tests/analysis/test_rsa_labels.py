@@ -49,3 +49,37 @@ def test_noise_ceiling_refuses_constant_subject(method):
 def test_noise_ceiling_refuses_no_subjects():
     with pytest.raises(ValueError, match="no subjects"):
         noise_ceiling(np.zeros((0, 4, 4)))
+
+
+def test_cka_matrix_aligns_layers_by_stimulus_label():
+    """Issue 15 case 1: a layer x layer CKA map of A against A with its stimuli permuted (labels carried) is
+    exactly the map of A against itself; disjoint labels raise naming the stimuli."""
+    import xarray as xr
+
+    from bioplastic.analysis.cka import cka_matrix
+
+    rng = np.random.default_rng(0)
+    labels = [f"s{i}" for i in range(12)]
+    A = xr.Dataset({name: xr.DataArray(rng.normal(size=(12, n)), dims=("stimulus", f"neuron_{name}"),
+                                       coords={"stimulus": labels}) for name, n in (("l1", 5), ("l2", 7))})
+    perm = rng.permutation(12)
+    B = A.isel(stimulus=perm)
+    ref = cka_matrix(A, A)
+    got = cka_matrix(A, B)
+    np.testing.assert_allclose(got.values, ref.values, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.diag(got.values), 1.0, atol=1e-12)
+    C = A.assign_coords(stimulus=[f"t{i}" for i in range(12)])
+    with pytest.raises(ValueError, match="different stimuli.*'s0'.*'t0'"):
+        cka_matrix(A, C)
+
+
+def test_cka_matrix_refuses_a_list_with_a_type_error():
+    """Issue 15 case 7: a plain list is refused naming its type; a dict of the same layers works."""
+    from bioplastic.analysis.cka import cka_matrix
+
+    rng = np.random.default_rng(1)
+    layers = [rng.normal(size=(10, 4)), rng.normal(size=(10, 6))]
+    with pytest.raises(TypeError, match="got list"):
+        cka_matrix(layers)
+    m = cka_matrix(dict(enumerate(layers)))
+    np.testing.assert_allclose(np.diag(m.values), 1.0, atol=1e-12)
