@@ -190,3 +190,16 @@ def test_cifar10_with_shared_data_variable_reaches_compare(captured_compare, tmp
 def test_help_example_of_rule_option_names_its_feedback_mode():
     text = cli._parser()._subparsers._group_actions[0].choices["compare"].format_help()
     assert "--feedback-learning normative --rule-option reinit_every=100" in " ".join(text.split())
+
+
+def test_cli_device_without_cuda_names_the_cli_flag(capsys):
+    """Issue 16 item 13: on a machine without CUDA, `--device cuda` is one line (exit 2) naming `--device cpu`."""
+    import torch
+
+    from bioplastic.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "--rules", "bp", "--dataset", "digits", "--epochs", "1", "--device", "cuda"])
+    assert info.value.code == 2 and "--device cpu" in capsys.readouterr().err
