@@ -79,3 +79,25 @@ def stimulus_coords(source: xr.DataArray | None, n: int) -> dict[str, Any]:
         if cname != STIMULUS and c.dims == (STIMULUS,):
             coords[cname] = c.values
     return coords
+
+
+def check_same_stimuli(ref: np.ndarray, labels: np.ndarray, ref_name: str, name: str) -> None:
+    """Raise unless ``labels`` and ``ref`` are the same set of unique stimulus labels (in any order).
+
+    Raises
+    ------
+    ValueError
+        Naming up to 10 stimuli of ``ref`` missing from ``labels`` and 10 extra ones, or the duplicated labels.
+    """
+    ref_list, lab_list = ref.tolist(), labels.tolist()
+    set_ref, set_lab = set(ref_list), set(lab_list)
+    if set_ref == set_lab and len(set_ref) == len(ref_list) and len(set_lab) == len(lab_list):
+        return
+    missing = [v for v in ref_list if v not in set_lab]
+    extra = [v for v in lab_list if v not in set_ref]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} stimuli of {ref_name} missing from {name}: {missing[:10]}")
+    if extra:
+        parts.append(f"{len(extra)} extra stimuli in {name} not in {ref_name}: {extra[:10]}")
+    raise ValueError(f"{ref_name} and {name} hold different stimulus sets: " + ("; ".join(parts) or "duplicated labels"))

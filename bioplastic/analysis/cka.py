@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from bioplastic._checks import check_choice
-from bioplastic.analysis._inputs import STIMULUS, stimulus_by_neuron
+from bioplastic.analysis._inputs import STIMULUS, check_same_stimuli, stimulus_by_neuron
 
 Kernel = Literal["linear", "rbf"]
 HSIC = Literal["biased", "unbiased"]
@@ -249,10 +249,5 @@ def _align_layer(x: Any, ref: np.ndarray | None, name: str, ref_name: str) -> An
     labels = _stimulus_labels(x)
     if ref is None or labels is None or np.array_equal(labels, ref):
         return x
-    set_ref, set_x = set(ref.tolist()), set(labels.tolist())
-    if set_ref != set_x or len(set_x) != labels.size or len(set_ref) != ref.size:
-        missing = [v for v in ref.tolist() if v not in set_x]
-        extra = [v for v in labels.tolist() if v not in set_ref]
-        raise ValueError(f"{name} and {ref_name} hold different stimuli: {len(missing)} missing from {name} "
-                         f"{missing[:10]}, {len(extra)} extra {extra[:10]} (or duplicated labels)")
+    check_same_stimuli(ref, labels, ref_name, name)
     return x.sel({STIMULUS: ref})

@@ -19,7 +19,7 @@ import xarray as xr
 from scipy.spatial.distance import pdist, squareform
 
 from bioplastic._checks import check_choice
-from bioplastic.analysis._inputs import REPEAT, STIMULUS, stimulus_by_neuron, stimulus_coords, to_numpy
+from bioplastic.analysis._inputs import REPEAT, STIMULUS, check_same_stimuli, stimulus_by_neuron, stimulus_coords, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -182,17 +182,6 @@ def _labels(a: Any) -> np.ndarray | None:
     return rows
 
 
-def _describe_mismatch(ref: np.ndarray, other: np.ndarray, ref_name: str, other_name: str) -> str:
-    missing = [x for x in ref.tolist() if x not in set(other.tolist())]
-    extra = [x for x in other.tolist() if x not in set(ref.tolist())]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} stimuli of {ref_name} missing from {other_name}: {missing[:10]}")
-    if extra:
-        parts.append(f"{len(extra)} extra stimuli in {other_name} not in {ref_name}: {extra[:10]}")
-    return "; ".join(parts) or "duplicated stimulus labels"
-
-
 def align_stimuli(ref: Any, other: Any, ref_name: str = "a", other_name: str = "b") -> Any:
     """Reorder ``other`` so that its stimuli follow ``ref``'s labels.
 
@@ -220,9 +209,7 @@ def align_stimuli(ref: Any, other: Any, ref_name: str = "a", other_name: str = "
         return other
     if np.array_equal(la, lb):
         return other
-    if len(set(la.tolist())) != la.size or len(set(lb.tolist())) != lb.size or set(la.tolist()) != set(lb.tolist()):
-        raise ValueError(f"{ref_name} and {other_name} are RDMs of different stimulus sets: "
-                         + _describe_mismatch(la, lb, ref_name, other_name))
+    check_same_stimuli(la, lb, ref_name, other_name)
     return other.sel({ROW: la, COL: la})
 
 
@@ -327,7 +314,8 @@ def compare_rdms(a: Any, b: Any, method: CompareMethod = "spearman") -> float | 
     ------
     ValueError
         Unknown method (lists the allowed ones); shapes that are not RDMs; RDMs of different sizes or
-        different stimulus labels (the message names the missing and extra stimuli); asymmetric matrices; NaN/Inf; stack dims with the same name in ``a`` and ``b``.
+        different stimulus labels (the message names the missing and extra stimuli); asymmetric matrices;
+        NaN/Inf; stack dims with the same name in ``a`` and ``b``.
     """
     check_choice("method", method, COMPARE_METHODS)
     from rsatoolbox.rdm import RDMs, compare

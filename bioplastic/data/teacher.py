@@ -3,7 +3,9 @@
 The task dimensionality is ``d = n_classes``: labels are the argmax of the ``d`` outputs of a random
 one-hidden-layer tanh network over Gaussian inputs, so the decision function lives in a d-dimensional
 output space. Per-output biases are balanced on a large reference sample so that every class has about
-the same frequency (chance about 1/d). Everything is determined by ``seed``.
+the same frequency (chance about 1/d). Everything is determined by ``seed``. It is the classic
+teacher-student construction (Seung, Sompolinsky & Tishby 1992, Phys Rev A 45:6056) with a multi-class
+argmax read-out, used here to vary the task dimensionality beyond the 10 classes of the offline datasets.
 """
 from __future__ import annotations
 
@@ -62,12 +64,12 @@ def load_teacher(path: Any = None, *, n_classes: int = 10, input_dim: int = 20, 
     w2 = torch.randn(hidden, n_classes, generator=g) / math.sqrt(hidden)
     b = torch.zeros(n_classes)
     ref = torch.randn(balance_samples, input_dim, generator=g)
-    h = torch.tanh(ref @ w1) @ w2
+    h = _teacher_logits(ref, w1, w2, b)
     target = 1.0 / n_classes
     scale = float(h.std())
     for _ in range(balance_iterations):  # raise the bias of rare classes, lower that of frequent ones
-        freq = torch.bincount((h + b).argmax(1), minlength=n_classes).double() / balance_samples
-        b = b - 0.5 * scale * (freq.float() - target) / target * 0.1
+        freq = torch.bincount((h + b).argmax(1), minlength=n_classes).float() / balance_samples
+        b = b - 0.05 * scale * (freq - target) / target
     freq = torch.bincount((h + b).argmax(1), minlength=n_classes).double() / balance_samples
     x_train = torch.randn(n_train, input_dim, generator=g)
     x_test = torch.randn(n_test, input_dim, generator=g)

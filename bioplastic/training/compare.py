@@ -121,9 +121,11 @@ def _check_device(device: str) -> str:
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"unknown device {device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu' (on the command line: --device cpu)")
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu' "
+                         "(on the command line: --device cpu)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} requested but MPS is not available; use device='cpu' (on the command line: --device cpu)")
+        raise ValueError(f"device {device!r} requested but MPS is not available; use device='cpu' "
+                         "(on the command line: --device cpu)")
     return str(device)
 
 

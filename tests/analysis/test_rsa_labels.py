@@ -69,7 +69,7 @@ def test_cka_matrix_aligns_layers_by_stimulus_label():
     np.testing.assert_allclose(got.values, ref.values, rtol=0, atol=1e-12)
     np.testing.assert_allclose(np.diag(got.values), 1.0, atol=1e-12)
     C = A.assign_coords(stimulus=[f"t{i}" for i in range(12)])
-    with pytest.raises(ValueError, match="different stimuli.*'s0'.*'t0'"):
+    with pytest.raises(ValueError, match="different stimulus sets.*'s0'.*'t0'"):
         cka_matrix(A, C)
 
 
