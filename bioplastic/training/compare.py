@@ -493,8 +493,8 @@ warmup_epochs, amp, compile : optional
             bar.set_postfix_str(run.id)
             ckpt = out_dir / "checkpoints" / run.id if out_dir is not None else None
             t0 = time.perf_counter()
-            result = trainer.train(configs[run], data, checkpoint_dir=ckpt, progress=False,
-                                   callbacks=[advance] if progress else ())
+            per_epoch = {"callbacks": [advance]} if progress else {}  # the run's epochs advance the one bar
+            result = trainer.train(configs[run], data, checkpoint_dir=ckpt, progress=False, **per_epoch)
             seconds = float(getattr(result, "seconds", time.perf_counter() - t0))
             ds = _results.run_to_dataset(result, rule=run.rule, feedback_learning=run.feedback_learning,
                                          rank=run.rank, seed=run.seed, epochs=n_epochs, wall_time=seconds)

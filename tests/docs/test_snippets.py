@@ -1,8 +1,8 @@
 """Every code snippet of README.md and docs/*.md runs as written.
 
-Fenced blocks marked ``python`` or ``bash`` are executed, each on its own (a fresh interpreter or shell, so
-every snippet must be complete: a reader can paste any one of them), in a scratch folder laid out like a
-checkout: ``analyses/``, ``benchmarks/``, ``models/`` and ``notebooks/`` link to the repository's, and
+Fenced blocks marked ``python`` or ``bash`` are executed, each on its own (a fresh namespace in this process,
+or a fresh shell, so every snippet must be complete: a reader can paste any one of them), in a scratch folder
+laid out like a checkout: ``analyses/``, ``benchmarks/``, ``models/`` and ``notebooks/`` link to the repository's, and
 ``../shared/data`` to the real data (``BIOPLASTIC_SHARED_DATA``). One torch thread; matplotlib's Agg backend.
 
 A marker on the line just above a block says how it is run (the default: in the fast tier)::
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ def scratch(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("snippet", list(_params()))
-def test_snippet_runs(snippet: Snippet, scratch: Path, tmp_path: Path):
+def test_snippet_runs(snippet: Snippet, scratch: Path, tmp_path: Path, monkeypatch):
     if snippet.mode == "skip":
         pytest.skip(snippet.reason)
     if "shared/data" in snippet.code or "BIOPLASTIC_SHARED_DATA" in snippet.code:
@@ -114,12 +115,20 @@ def test_snippet_runs(snippet: Snippet, scratch: Path, tmp_path: Path):
         (cwd / name).symlink_to(REPO / name, target_is_directory=True)
     script = tmp_path / ("snippet.py" if snippet.language == "python" else "snippet.sh")
     script.write_text(snippet.code)
-    command = [sys.executable, str(script)] if snippet.language == "python" else ["bash", "-euo", "pipefail", str(script)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
-               BIOPLASTIC_SHARED_DATA=str(SHARED_DATA),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT[snippet.mode])
+    env = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg", BIOPLASTIC_SHARED_DATA=str(SHARED_DATA))
+    if snippet.language == "python":
+        # In this process (torch and bioplastic are imported once for all snippets), in a fresh namespace.
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(cwd)
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        except Exception as exc:
+            raise AssertionError(f"{snippet.id} raised {type(exc).__name__}: {exc}\n{snippet.code}") from exc
+        return
+    env = dict(os.environ, **env, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    done = subprocess.run(["bash", "-euo", "pipefail", str(script)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT[snippet.mode])
     assert done.returncode == 0, (
         f"{snippet.id} ({snippet.language}) exited with {done.returncode}:\n{snippet.code}\n"
         f"--- stdout (end)\n{done.stdout[-3000:]}\n--- stderr (end)\n{done.stderr[-3000:]}")
