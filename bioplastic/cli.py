@@ -177,8 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 on success, 2 for bad arguments or data (the message names the problem),
-        130 after Ctrl-C (finished runs are saved; the same command resumes).
+        Exit status: 0 on success, 2 for bad arguments or data, an output file that cannot be written
+        (no space left, quota) or an ``--out`` folder in use by another ``bioplastic compare`` (one line
+        naming the problem), 130 after Ctrl-C (finished runs are saved; the same command resumes).
     """
     parser = _parser()
     args = parser.parse_args(argv)
@@ -195,11 +196,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.INFO)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from bioplastic.io import FolderInUseError, WriteError
+
     try:
         if args.command == "compare":
             with logging_redirect_tqdm():  # log lines do not break the progress bars
                 return _run_compare(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, WriteError, FolderInUseError) as exc:
+        # bad input, a missing file, a file that cannot be written (no space left, quota), an --out folder
+        # in use by another run: one line naming the problem, no traceback (-vv logs it)
         log.debug("details", exc_info=True)
         parser.exit(2, f"bioplastic {args.command}: error: {exc}\n")
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from bioplastic import io
-from bioplastic.training.results import NO_RANK, rank_fraction_of, rank_text
+from bioplastic.training.results import NO_RANK, flagged_runs, rank_fraction_of, rank_text
 
 
 ALIGNMENT_LABELS = {
@@ -163,6 +163,11 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
         c = json.loads(cfg)
         model = c.get("model", {}).get("name", "?") if isinstance(c.get("model"), dict) else c.get("model")
         fig.suptitle(f"{c.get('dataset', '?')}, model {model}, {len(ds['seed'])} seed(s)", fontsize=10)
+    flagged = flagged_runs(ds) if "status" in ds else []
+    if flagged:  # runs that did not learn (results.FLAGGED_STATUSES) are named under the panels
+        fig.supxlabel("(!) did not learn: " + ", ".join(f"{rid} ({st})" for rid, st in flagged)
+                      + " -- diverged: loss became NaN/Inf; at_chance: final accuracy at chance level",
+                      fontsize=8, color="crimson")
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
