@@ -137,7 +137,7 @@ def _storable(ds: xr.Dataset) -> xr.Dataset:
     for name, var in ds.variables.items():
         attrs = {k: _attr_value(v, f"variable {name!r}", k) for k, v in var.attrs.items()}
         text = _text_array(var.values) if var.dtype == object else None
-        if text is not None or attrs != var.attrs:
+        if text is not None or any(attrs[k] is not v for k, v in var.attrs.items()):  # (0 == False: test identity)
             new = xr.Variable(var.dims, text if text is not None else var.data, attrs, encoding=var.encoding)
             if name in ds.coords:
                 out = out.assign_coords({name: new})
