@@ -38,6 +38,9 @@ class WriteError(OSError):
     previous content (or stays absent) and the temporary file is removed.
     """
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]" prefix
+        return self.strerror if self.errno is not None and self.strerror else super().__str__()
+
 
 def stamp(ds: xr.Dataset, config: dict[str, Any] | None = None) -> xr.Dataset:
     """Return a copy of ``ds`` with ``bioplastic_version`` and (optionally) ``config`` as JSON in attrs."""

@@ -165,8 +165,9 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
         fig.suptitle(f"{c.get('dataset', '?')}, model {model}, {len(ds['seed'])} seed(s)", fontsize=10)
     flagged = flagged_runs(ds) if "status" in ds else []
     if flagged:  # runs that did not learn (results.FLAGGED_STATUSES) are named under the panels
-        fig.supxlabel("(!) did not learn: " + ", ".join(f"{rid} ({st})" for rid, st in flagged)
-                      + " -- diverged: loss became NaN/Inf; at_chance: final accuracy at chance level",
+        meaning = {"diverged": "diverged: loss became NaN/Inf", "at_chance": "at_chance: final accuracy at chance level"}
+        fig.supxlabel("(!) did not learn: " + ", ".join(f"{rid} ({st})" for rid, st in flagged) + " -- "
+                      + "; ".join(meaning[k] for k in meaning if any(st == k for _, st in flagged)),
                       fontsize=8, color="crimson")
     if path is not None:
         path = Path(path)
