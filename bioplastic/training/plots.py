@@ -138,7 +138,7 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
                 alpha = 0.35 + 0.65 * (k + 1) / len(true_ranks)
                 ax.plot(epochs, mean, color=colours[lab], lw=1.5, alpha=alpha, marker=".",
                         label=display_name(lab, rank_text(r)))
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="(a) test accuracy per epoch")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"(a) test accuracy per epoch\n(mean over {_seed_text(n_seeds)})")
     # integer epochs; min_n_ticks=1 keeps them integer when the axis spans a single epoch
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if len(epochs) == 1:
@@ -178,7 +178,7 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
         ax.set_xticklabels([str(r) for r in on_axis] if absolute else [f"{rank_fraction_of(r):g}" for r in on_axis])
     bars = f"mean \u00b1 s.d. over {_seed_text(n_seeds)}" if n_seeds > 1 else "1 seed, no error bars"
     ax.set(xlabel="feedback rank r" if absolute or not relative else "feedback rank / layer width",
-           ylabel="final test accuracy (%)", title=f"(b) accuracy against rank ({bars})")
+           ylabel="final test accuracy (%)", title=f"(b) accuracy against rank\n({bars})")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
 
@@ -200,7 +200,7 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
         ax.set_xticks(x)
         ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=8)
         ax.set(xlabel="layer", ylabel=ALIGNMENT_LABELS.get(alignment, alignment.replace("_", " ")),
-               title=f"(c) alignment with backprop, final epoch ({bars})")
+               title=f"(c) alignment with backprop, final epoch\n({bars})")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
 
