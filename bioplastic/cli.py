@@ -1,8 +1,9 @@
 """The ``bioplastic`` command.
 
 ``bioplastic compare`` trains learning rules side by side (default: backprop, feedback alignment, direct
-feedback alignment, sign symmetry and LDFA at ranks 1, 3, 10, adaptive and fixed, on the MNIST digits
-embedded in the package), prints a table and writes ``results.nc`` and ``figure.png`` to ``--out``.
+feedback alignment, sign symmetry and LDFA at ranks 1, 3, 10 with normative (reads W), local and fixed
+feedback, on the MNIST digits embedded in the package), prints a table and writes ``results.nc`` and
+``figure.png`` to ``--out``.
 Run ``bioplastic compare --help`` for the options.
 """
 from __future__ import annotations
@@ -72,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                         "ceil(F * its width), e.g. 0.25 for width/4 (each in (0, 1]; one run per fraction)")
     g.add_argument("--feedback-learning", default=",".join(DEFAULT_FEEDBACK_LEARNING),
                    help="comma-separated ways LDFA's feedback learns (fixed, q_only, normative, local, oja); "
-                        "one run per way, labelled e.g. ldfa_normative, ldfa_fixed")
+                        "one run per way, labelled e.g. ldfa_normative, ldfa_fixed; normative reads the forward "
+                        "weights W (weight transport), the others do not")
     g.add_argument("--seeds", default="0", help="comma-separated seeds")
     g.add_argument("--rule-option", action="append", type=_rule_option, default=[], metavar="KEY=VALUE",
                    help="extra option for every low-rank run (repeatable), e.g. error_clamp=1; options of one "

@@ -2,7 +2,9 @@
 
 The main job of bioplastic (``bioplastic compare`` on the command line): backprop, feedback alignment,
 direct feedback alignment, sign symmetry and LDFA (Hanut & Kadmon 2025, arXiv:2502.20580) at several
-feedback ranks, adaptive and fixed, on real MNIST embedded in the package.
+feedback ranks, with adaptive feedback that reads the forward weights (``normative``: weight transport, the
+reference), the synapse-local adaptive rule (``local``: no weight transport) and fixed random feedback
+(``fixed``), on real MNIST embedded in the package.
 
 Layout of the output folder ``out``::
 
@@ -46,7 +48,10 @@ LOW_RANK_RULES = ("ldfa", "direct_ldfa")
 
 DEFAULT_RULES = ("bp", "fa", "dfa", "sign_symmetry", "ldfa")
 DEFAULT_RANKS = (1, 3, 10)
-DEFAULT_FEEDBACK_LEARNING = ("normative", "fixed")
+DEFAULT_FEEDBACK_LEARNING = ("normative", "local", "fixed")
+"""LDFA's feedback-learning modes in the default comparison: adaptive with weight transport (``normative``, the
+reference), adaptive and synapse-local (``local``), fixed random (``fixed``); see
+:data:`bioplastic.training.results.WEIGHT_TRANSPORT`."""
 DEFAULT_SEEDS = (0,)
 SHARED_DATA_VARIABLE = "BIOPLASTIC_SHARED_DATA"
 """Environment variable naming the shared data folder: cifar10 without ``data_path`` reads its ``cifar10``
@@ -235,7 +240,8 @@ def compare(
         Output folder (created). None: nothing is written, no resume, no saved models.
     feedback_learning : sequence of str or comma-separated str, optional
         How LDFA's feedback weights learn, from :data:`bioplastic.rules.FEEDBACK_LEARNING`; one run per
-        mode. Default ``("normative", "fixed")``: adaptive and fixed random feedback.
+        mode. Default :data:`DEFAULT_FEEDBACK_LEARNING`, ``("normative", "local", "fixed")``: adaptive feedback
+        that reads ``W`` (weight transport), adaptive synapse-local feedback, fixed random feedback.
     model : str, path-like or dict, optional
         Model spec (name in ``models/``, TOML path or dict). Default per dataset: :data:`DEFAULT_MODELS`.
     data_path : path-like, optional
