@@ -117,7 +117,7 @@ BUDGETS: dict[str, dict[str, TaskDimensionalityBudget]] = {
     },
     "cpu": {
         "teacher": TaskDimensionalityBudget(task_dims=(5, 10, 20, 40), ranks=(1, 2, 4, 8, 16, 32, 64),
-                                            width=128, widths=(64, 128, 256), width_task_dim=20,
+                                            width=128, widths=(32, 64, 128), width_task_dim=20,
                                             layer_task_dim=20, layer_modes=("normative", "fixed"),
                                             seeds=(0, 1, 2), epochs=10, dataset_options=_TEACHER_CPU),
         "mnist": TaskDimensionalityBudget(task_dims=(2, 4, 6, 8, 10), ranks=(1, 2, 4, 8, 16, 32),
