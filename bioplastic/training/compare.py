@@ -228,9 +228,10 @@ def compare(
         One run per seed (weights, data order, augmentation, random feedback). Default ``(0,)``.
     epochs : int, optional
         Training epochs; default from the model spec's ``[training]`` table.
-    dataset : {"mnist", "digits", "cifar10"}
+    dataset : {"mnist", "digits", "cifar10", "teacher"}
         ``mnist``: the 5,000/10,000 MNIST digits embedded in the package; ``digits``: scikit-learn's
-        8x8 digits; ``cifar10``: the CIFAR-10 files at ``data_path``.
+        8x8 digits; ``cifar10``: the CIFAR-10 files at ``data_path``; ``teacher``: the synthetic task of
+        any number of classes (:func:`bioplastic.data.teacher.load_teacher`, see ``dataset_options``).
     out : path-like, optional
         Output folder (created). None: nothing is written, no resume, no saved models.
     feedback_learning : sequence of str or comma-separated str, optional
