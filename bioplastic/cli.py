@@ -36,6 +36,24 @@ def _rule_option(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def _key_value_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of --model-option / --dataset-option: a JSON value (``40``, ``0.1``, ``true``,
+    ``[512, 512]``), a comma-separated list of them (``512,512``), else the text."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = (part.strip() for part in text.split("=", 1))
+
+    def one(item: str) -> Any:
+        try:
+            return json.loads(item)
+        except json.JSONDecodeError:
+            return item
+
+    if "," in value and not value.startswith("["):
+        return key, [one(v.strip()) for v in value.split(",") if v.strip()]
+    return key, one(value)
+
+
 def _add_log_options(parser: argparse.ArgumentParser, prefix: str) -> None:
     """-v / -q, on the main parser (prefix "") and again on each subcommand (prefix "sub_"): separate dests,
     so that a subparser's default never overwrites the value given before the command; main() adds them."""
@@ -81,13 +99,20 @@ def _parser() -> argparse.ArgumentParser:
                         "feedback-learning mode need that mode alone, e.g. --feedback-learning normative "
                         "--rule-option reinit_every=100")
     g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", default="mnist", help="mnist (embedded), digits (scikit-learn) or cifar10 "
+    g.add_argument("--dataset", default="mnist", help="mnist (embedded), digits (scikit-learn), teacher (synthetic, any number of classes) or cifar10 "
                    "(needs --data-path or $BIOPLASTIC_SHARED_DATA)")
     g.add_argument("--data-path", default=None, help="folder or zip files of a dataset that is not embedded, "
                    "e.g. ../shared/data/cifar10 (cifar10 default: $BIOPLASTIC_SHARED_DATA/cifar10 when that "
                    "variable is set)")
     g.add_argument("--model", default=None, help="model spec name in models/ or a .toml path (default per "
                    "dataset: " + ", ".join(f"{k}: {v}" for k, v in DEFAULT_MODELS.items()) + ")")
+    g.add_argument("--classes", default=None, metavar="K | C1,C2,...",
+                   help="train and test on the first K classes (--classes 5) or on the listed classes "
+                        "(--classes 3,7,9); labels re-indexed 0..K-1, output layer sized to K")
+    g.add_argument("--model-option", action="append", type=_key_value_option, default=[], metavar="KEY=VALUE",
+                   help="override a top-level key of the model spec, e.g. hidden=512,512 or dropout=0 (repeatable)")
+    g.add_argument("--dataset-option", action="append", type=_key_value_option, default=[], metavar="KEY=VALUE",
+                   help="an option of the dataset's loader, e.g. n_classes=40 for --dataset teacher (repeatable)")
     g.add_argument("--max-train", type=int, default=None, help="train on a fixed random subset of N training examples (the same for every run)")
     g.add_argument("--max-test", type=int, default=None, help="evaluate on the first N test examples")
     g.add_argument("--cache-dir", default=None, help="where cifar10 caches its decoded images")
@@ -159,6 +184,16 @@ def _run_compare(args: argparse.Namespace) -> int:
     for name in ("rank_fractions", "max_test", "cache_dir"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
+    if args.classes is not None:
+        kwargs["classes"] = args.classes
+    for name in ("model_option", "dataset_option"):
+        pairs = getattr(args, name)
+        keys = [k for k, _ in pairs]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise ValueError(f"--{name.replace('_', '-')} {', '.join(repeated)} given more than once")
+        if pairs:
+            kwargs[name + "s"] = dict(pairs)
     extra = {name: getattr(args, name) for name in _EXTRA_TRAIN_OPTIONS if getattr(args, name) is not None}
     if extra:
         kwargs["train_options"] = extra
