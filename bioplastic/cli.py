@@ -148,6 +148,9 @@ def _add_reproduce_parser(sub) -> None:
                    "are reported not run")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (1 is fastest on a busy machine)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bars")
+    p.add_argument("--markdown", default=None, metavar="PATH", help="also write the report's Markdown twin to PATH "
+                   "(e.g. docs/reproduction.md), its figures as PNG files in PATH without .md (docs/reproduction/)")
+    p.add_argument("--label", default="", help="a line under the Markdown title saying what run this is")
     _add_log_options(p, "sub_")
 
 
@@ -163,6 +166,10 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)  # the command owns its process
     ds = bioplastic.reproduce(budget=args.budget, out=args.out, claims=args.claims, seeds=args.seeds,
                               device=args.device, data_path=args.data_path, progress=args.progress)
+    if args.markdown:
+        from bioplastic.reproduction.report import write_markdown
+
+        write_markdown(ds, args.out, args.markdown, label=args.label)
     width = max(len(str(c)) for c in ds["claim"].values)
     for i, cid in enumerate(ds["claim"].values):
         n = int(ds["n"].values[i])
