@@ -180,26 +180,30 @@ def _plot_compare(ds: xr.Dataset, path: Path) -> None:
 
 
 def _accuracy_table(ds: xr.Dataset, published: Mapping[tuple[str, int], float] | None = None) -> list[dict]:
-    """Final test accuracy (%) per run label and rank: mean, s.d., n over seeds (published beside, if given)."""
+    """Final test accuracy (%) per run label and rank that was run: mean, s.d., n over seeds; with ``published``
+    ((label, rank) -> %), that column beside ours, and the published conditions we did not run as extra rows."""
     from bioplastic.training.results import NO_RANK, rank_text
 
     acc = 100 * ds["test_accuracy"].isel(epoch=-1)
-    rows = []
+    rows, seen = [], set()
     for label in ds["rule"].values:
         for rank in ds["rank"].values:
-            v = acc.sel(rule=label, rank=rank).values
-            status = ds["status"].sel(rule=label, rank=rank).values
-            v = v[status != "not_applicable"] if status.shape == v.shape else v
-            v = v[np.isfinite(v)] if np.isfinite(v).any() else v
-            if v.size == 0 or not np.isfinite(v).any():
-                if not (status != "not_applicable").any():
-                    continue
+            ran = ds["status"].sel(rule=label, rank=rank).values != "not_applicable"
+            if not ran.any():
+                continue
+            v = acc.sel(rule=label, rank=rank).values[ran]
+            seen.add((str(label), int(rank)))
             row = {"condition": str(label) + ("" if int(rank) == NO_RANK else f" r={rank_text(int(rank))}"),
-                   "final test accuracy (%)": float(np.mean(v)) if v.size else float("nan"),
+                   "final test accuracy (%)": float(np.mean(v)),
                    "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)}
             if published is not None:
                 row["published (%)"] = published.get((str(label), int(rank)), float("nan"))
             rows.append(row)
+    for (label, rank), value in (published or {}).items():
+        if (label, rank) not in seen:
+            rows.append({"condition": label + ("" if rank == NO_RANK else f" r={rank}") + " (published only)",
+                         "final test accuracy (%)": float("nan"), "s.d.": float("nan"), "n": 0,
+                         "published (%)": value})
     return rows
 
 
@@ -516,9 +520,10 @@ def _rsa_table(ds: xr.Dataset) -> list[dict]:
                 rows.append({"condition": f"{label}" + ("" if int(rank) < 0 else f" r={int(rank)}"),
                              "best-layer similarity to human IT": float(np.mean(v)),
                              "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)})
-    rows.append({"condition": "human noise ceiling (lower, upper)",
-                 "best-layer similarity to human IT": float(ds["noise_ceiling_lower"]),
-                 "s.d.": float(ds["noise_ceiling_upper"]), "n": 0})
+    for bound in ("lower", "upper"):
+        rows.append({"condition": f"human IT noise ceiling, {bound} bound",
+                     "best-layer similarity to human IT": float(ds[f"noise_ceiling_{bound}"]), "s.d.": float("nan"),
+                     "n": 0})
     return rows
 
 

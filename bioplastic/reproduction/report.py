@@ -26,6 +26,8 @@ __all__ = ["write_html", "write_markdown", "plot_claim", "provenance"]
 
 log = logging.getLogger(__name__)
 
+_SMOKE_NOTE = ("Smoke budget: tiny sizes that test the plumbing; the networks are barely trained and these "
+               "verdicts say nothing about the paper.")
 _COLORS = {"reproduced": "#1a7f37", "not reproduced": "#cf222e", "partly": "#9a6700",
            "not run at this budget": "#57606a"}
 
@@ -168,6 +170,7 @@ def write_html(ds: xr.Dataset, out: str | os.PathLike) -> Path:
              "</style></head><body>",
              f"<h1>Reproduction of Hanut &amp; Kadmon (2025, arXiv:2502.20580), budget <code>{e(str(ds.attrs.get('budget')))}</code></h1>",
              "<p>" + "; ".join(f"{e(k)}: {e(v)}" for k, v in prov.items()) + "</p>",
+             f"<p><b>{e(_SMOKE_NOTE)}</b></p>" if ds.attrs.get("budget") == "smoke" else "",
              "<p>Verdicts follow from each claim's criterion (fixed in <code>bioplastic/reproduce/claims.py</code> "
              "before running) and the measured numbers only: <b>reproduced</b> where the 95 % confidence interval "
              "of the seed mean lies on the criterion's side of the threshold, <b>not reproduced</b> where it lies "
@@ -251,6 +254,8 @@ def write_markdown(ds: xr.Dataset, out: str | os.PathLike, path: str | os.PathLi
     lines = [f"# Reproduction of Hanut & Kadmon (2025, arXiv:2502.20580), budget `{ds.attrs.get('budget')}`", ""]
     if label:
         lines += [label, ""]
+    if ds.attrs.get("budget") == "smoke":
+        lines += [f"**{_SMOKE_NOTE}**", ""]
     lines += ["- " + "; ".join(f"{k}: {v}" for k, v in prov.items()), "",
               "Verdicts follow from each claim's criterion (fixed in `bioplastic/reproduce/claims.py` before running) "
               "and the measured numbers only; see `docs/reproduce.md`.", "",

@@ -139,7 +139,8 @@ def verdict(criterion: Criterion, values: Sequence[float] | None, *, determinist
         return "not run at this budget", "nothing was measured"
     bad = int(np.sum(~np.isfinite(v)))
     if bad:
-        return "not reproduced", f"{bad} of {v.size} seeds gave a non-finite value (diverged or failed run)"
+        return "not reproduced", (f"{bad} of {v.size} seeds gave a non-finite value (a diverged run, or a target "
+                                  "never reached)")
     mean, sd, n = summarize(v)
     if deterministic:
         spread = np.ptp(v) if n > 1 else 0.0
