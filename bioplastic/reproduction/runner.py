@@ -90,6 +90,22 @@ def _seeds(seeds: Sequence[int] | str | int | None) -> list[int] | None:
     return out
 
 
+def _check_device(device: str) -> str:
+    """``"auto"`` or a torch device string that exists here (checked before anything runs)."""
+    if device == "auto":
+        return device
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu' "
+                         "(on the command line: --device cpu)")
+    return device
+
+
 def command_for(claim_id: str, budget: str, out: str | os.PathLike, *, seeds: Sequence[int] | None = None,
                 data_path: str | os.PathLike | None = None, device: str | None = None) -> str:
     """The command that reruns one claim alone (resuming from ``out``)."""
@@ -177,14 +193,10 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
     FileNotFoundError
         ``data_path`` given but absent.
     """
-    from bioplastic.training.compare import _check_device
-
     budget = _check_budget(budget)
     selected = select_claims(claims)
     seed_list = _seeds(seeds)
-    device = str(device)
-    if device != "auto":
-        _check_device(device)
+    device = _check_device(str(device))
     data_root, cifar10 = find_data(data_path)
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -247,3 +247,24 @@ def test_full_smoke_budget_and_resume(tmp_path, monkeypatch):
     assert runner.STATS["experiments_run"] == before
     assert [(f.stat().st_mtime_ns, f.stat().st_ino) for f in files] == stamps
     assert list(again["verdict"].values) == list(ds["verdict"].values)
+
+
+def test_data_path_is_the_shared_folder_or_a_cifar_folder(tmp_path, monkeypatch):
+    from bioplastic.reproduction.experiments import find_data
+
+    monkeypatch.delenv("BIOPLASTIC_SHARED_DATA", raising=False)
+    assert find_data(None) == (None, None)
+    shared = tmp_path / "shared"
+    (shared / "cifar10").mkdir(parents=True)
+    assert find_data(shared) == (shared, None)  # no CIFAR-10 files in it
+    (shared / "cifar10" / "cifar10-jpeg-train.zip").write_bytes(b"")
+    assert find_data(shared) == (shared, shared / "cifar10")
+    assert find_data(shared / "cifar10") == (shared, shared / "cifar10")
+    monkeypatch.setenv("BIOPLASTIC_SHARED_DATA", str(shared))
+    assert find_data(None) == (shared, shared / "cifar10")
+
+
+def test_bad_device_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="unknown device"):
+        bioplastic.reproduce(budget="smoke", out=tmp_path / "o", device="gpu0")
+    assert not (tmp_path / "o").exists()
