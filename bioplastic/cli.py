@@ -148,7 +148,62 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--models", action=argparse.BooleanOptionalAction, default=True,
                    help="save the trained models to OUT/models")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    _add_reproduce_parser(sub)
     return parser
+
+
+def _add_reproduce_parser(sub) -> None:
+    """``bioplastic reproduce``: the paper's claims at a budget (bioplastic.reproduction)."""
+    from bioplastic.reproduction.claims import claim_ids
+    from bioplastic.reproduction.experiments import BUDGETS
+
+    p = sub.add_parser(
+        "reproduce", help="check the paper's claims at a budget; claims.nc + report.html",
+        description="Run every checkable claim of Hanut & Kadmon (2025, arXiv:2502.20580) at a compute budget, "
+                    "each with a numeric criterion fixed before running, and write OUT/claims.nc (verdicts, "
+                    "measured mean, s.d., n seeds, published values) and OUT/report.html. Re-running the same "
+                    "command resumes: measured claims are not rerun. Claims: " + ", ".join(claim_ids()) + ".",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--budget", required=True, help="one of " + ", ".join(BUDGETS)
+                   + " (smoke: tiny sizes that test the plumbing; cpu: a few hours on 2 cores; gpu: the paper's recipes)")
+    p.add_argument("--out", required=True, help="output folder (resumed if it holds measured claims)")
+    p.add_argument("--claims", default=None, metavar="ID,ID", help="comma-separated claim ids (default: all)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds replacing the budget's")
+    p.add_argument("--device", default="auto", help="torch device of the training runs")
+    p.add_argument("--data-path", default=None, help="the shared data folder (cifar10/, kriegeskorte2008/) or a "
+                   "CIFAR-10 folder (default: $BIOPLASTIC_SHARED_DATA); without it the CIFAR-10 and IT claims "
+                   "are reported not run")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (1 is fastest on a busy machine)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bars")
+    p.add_argument("--markdown", default=None, metavar="PATH", help="also write the report's Markdown twin to PATH "
+                   "(e.g. docs/reproduction.md), its figures as PNG files in PATH without .md (docs/reproduction/)")
+    p.add_argument("--label", default="", help="a line under the Markdown title saying what run this is")
+    _add_log_options(p, "sub_")
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    import bioplastic
+    from bioplastic.reproduction.runner import CLAIMS_FILE, REPORT_FILE
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)  # the command owns its process
+    ds = bioplastic.reproduce(budget=args.budget, out=args.out, claims=args.claims, seeds=args.seeds,
+                              device=args.device, data_path=args.data_path, progress=args.progress)
+    if args.markdown:
+        from bioplastic.reproduction.report import write_markdown
+
+        write_markdown(ds, args.out, args.markdown, label=args.label)
+    width = max(len(str(c)) for c in ds["claim"].values)
+    for i, cid in enumerate(ds["claim"].values):
+        n = int(ds["n"].values[i])
+        measured = "" if n == 0 else f"  {float(ds['mean'].values[i]):.4g} (n={n})"
+        sys.stdout.write(f"{str(cid):{width}s}  {ds['verdict'].values[i]}{measured}\n")
+    sys.stdout.write(f"\nclaims: {args.out}/{CLAIMS_FILE}\nreport: {args.out}/{REPORT_FILE}\n")
+    return 0
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -229,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         logging.getLogger("bioplastic").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     elif not args.quiet:
-        for name in ("bioplastic.cli", "bioplastic.training.compare"):
+        for name in ("bioplastic.cli", "bioplastic.training.compare", "bioplastic.reproduction.runner"):
             logging.getLogger(name).setLevel(logging.INFO)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -239,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compare":
             with logging_redirect_tqdm():  # log lines do not break the progress bars
                 return _run_compare(args)
+        if args.command == "reproduce":
+            with logging_redirect_tqdm():
+                return _run_reproduce(args)
     except (ValueError, FileNotFoundError, WriteError, FolderInUseError) as exc:
         # bad input, a missing file, a file that cannot be written (no space left, quota), an --out folder
         # in use by another run: one line naming the problem, no traceback (-vv logs it)
