@@ -221,7 +221,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     if args.dataset == "cifar10" and args.data_path is None and not os.environ.get(SHARED_DATA_VARIABLE):
         raise ValueError("dataset 'cifar10' is not embedded: give --data-path (a folder with "
                          "cifar10-jpeg-train.zip / cifar10-jpeg-test.zip or cifar-10-batches-py/) or set "
-                         f"{SHARED_DATA_VARIABLE} (its cifar10 folder is used)")
+                         f"{SHARED_DATA_VARIABLE} (its cifar10 folder is used); where to get CIFAR-10: "
+                         "docs/data.md of the bioplastic repository")
     kwargs = dict(
         rules=args.rules, ranks=args.ranks, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset,
         out=args.out, feedback_learning=args.feedback_learning, model=args.model, data_path=args.data_path,

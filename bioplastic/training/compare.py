@@ -272,7 +272,7 @@ warmup_epochs, amp, compile : optional
     train_options : mapping, optional
         Any further :class:`TrainConfig` fields.
     progress : bool
-        tqdm progress bars (runs and epochs).
+        One tqdm progress bar over the epochs of all runs (a widget in Jupyter with ``ipywidgets``).
     keep_models : bool
         Save every trained model to ``out/models`` (see :func:`load_model`).
     figure : bool
@@ -544,17 +544,27 @@ warmup_epochs, amp, compile : optional
 
         # ---------------------------------------------------------------- training
         todo = [r for r in runs if r not in finished]
-        from tqdm.auto import tqdm
+        from bioplastic._progress import progress_bar
 
-        bar = tqdm(total=len(runs), initial=len(finished), desc="compare", unit="run", disable=not progress)
+        # One bar over the epochs of all runs (a widget in Jupyter): no per-run bars piling up in a notebook.
+        bar = progress_bar(total=len(runs) * n_epochs, initial=len(finished) * n_epochs, desc="compare",
+                           unit="epoch", disable=not progress or not _is_main_process())
+        run_now = [""]
+
+        def advance(epoch: int, record: dict) -> None:
+            bar.update(1)
+            bar.set_postfix_str(f"{run_now[0]}: epoch {epoch}, test accuracy {100 * record['test_accuracy']:.1f}%")
+
         try:
             if writer:
                 write()
             for run in todo:
+                run_now[0] = run.id
                 bar.set_postfix_str(run.id)
                 ckpt = out_dir / "checkpoints" / run.id if out_dir is not None else None
                 t0 = time.perf_counter()
-                result = trainer.train(configs[run], data, checkpoint_dir=ckpt, progress=progress)
+                result = trainer.train(configs[run], data, checkpoint_dir=ckpt, progress=False,
+                                       callbacks=[advance] if progress else ())
                 seconds = float(getattr(result, "seconds", time.perf_counter() - t0))
                 ds = _results.run_to_dataset(result, rule=run.rule, feedback_learning=run.feedback_learning,
                                              rank=run.rank, seed=run.seed, epochs=n_epochs, wall_time=seconds,
@@ -578,7 +588,8 @@ warmup_epochs, amp, compile : optional
                         shutil.rmtree(ckpt)
                 finished[run] = ds
                 write()
-                bar.update(1)
+                bar.n = len(finished) * n_epochs  # a resumed or stopped (diverged) run: count it whole
+                bar.refresh()
         except BaseException as exc:  # Ctrl-C or a crash: the finished runs are already on disk
             what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}"
             where = ""
