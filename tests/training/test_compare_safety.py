@@ -68,6 +68,7 @@ def test_run_at_chance_level_is_flagged_not_ok(engine, digits_spec, tmp_path, mo
     fa_row = next(line for line in table.splitlines() if line.startswith("fa "))
     back = R.load_results(tmp_path / "out")
     xr.testing.assert_identical(back, ds)
+    assert torch.load(tmp_path / "out" / "models" / "fa-s0.pt", weights_only=True)["status"] == status
     if status == "at_chance":
         assert "at_chance (!)" in fa_row
         assert "(!) runs that did not learn: fa-s0 at_chance, fa-s1 at_chance" in table
