@@ -482,6 +482,9 @@ warmup_epochs, amp, compile : optional
                             f"({_diff(ds.attrs.get('requested_config'), wanted)}); use another out folder or "
                             f"delete that file to retrain the run")
                     finished[run] = ds
+                    stale = out_dir / "checkpoints" / run.id
+                    if writer and stale.exists():  # killed between saving the run and removing its checkpoint
+                        shutil.rmtree(stale)
             _check_results_superset(out_dir / _results.RESULTS_FILE, {r.id for r in runs})  # refuse before "resuming"
             if finished:
                 log.info("resuming in %s: %d of %d run%s already finished", out_dir, len(finished), len(runs),

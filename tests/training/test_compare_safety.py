@@ -216,3 +216,16 @@ def test_disk_full_is_one_line_naming_the_file_no_partial_file_and_finished_runs
     monkeypatch.undo()  # space again: the same command resumes to the uninterrupted result
     resumed = bioplastic.compare(out=out, figure=False, **TINY)
     xr.testing.assert_identical(resumed.drop_vars("wall_time"), reference.drop_vars("wall_time"))
+
+
+def test_checkpoint_left_by_a_kill_after_the_run_was_saved_is_removed_on_resume(engine, digits_spec, tmp_path):
+    """Found by the SIGKILL test: killed after writing runs/<run>.nc but before removing the run's checkpoint,
+    the rerun skips the finished run and must not leave its checkpoint behind."""
+    out = tmp_path / "out"
+    small(digits_spec, out, rules=["bp"], seeds=[0])
+    stale = out / "checkpoints" / "bp-s0"
+    stale.mkdir(parents=True)
+    (stale / "checkpoint.pt").write_bytes(b"an epoch's checkpoint")
+    engine.calls.clear()
+    small(digits_spec, out, rules=["bp"], seeds=[0])
+    assert engine.calls == [] and not stale.exists()
