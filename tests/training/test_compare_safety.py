@@ -229,3 +229,27 @@ def test_checkpoint_left_by_a_kill_after_the_run_was_saved_is_removed_on_resume(
     engine.calls.clear()
     small(digits_spec, out, rules=["bp"], seeds=[0])
     assert engine.calls == [] and not stale.exists()
+
+
+# ------------------------------------------------------------------------------ results people plot
+def test_results_nc_plots_by_layer_and_by_rank_after_the_round_trip(engine, digits_spec, tmp_path):
+    """Issue 16 item 5, the user's commands on results.nc (Agg): text coordinates are unicode, not object."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    ds = small(digits_spec, tmp_path / "out")
+    back = R.load_results(tmp_path / "out")
+    for name in ("rule", "base_rule", "feedback_learning", "layer", "status", "run_config"):
+        assert back[name].dtype.kind == "U" and ds[name].dtype.kind == "U", name
+    ax = Figure().subplots()
+    line = back.update_cosine.isel(epoch=-1).mean("seed").sel(rule="ldfa_normative", rank=4)
+    (artist,) = line.plot.line(x="layer", ax=ax)
+    np.testing.assert_allclose(artist.get_ydata(), ds.update_cosine.sel(rule="ldfa_normative", rank=4)
+                               .isel(epoch=-1).values.mean(0))
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(x) for x in ds.layer.values]
+    by_rank = back.test_accuracy.isel(epoch=-1).mean("seed").sel(rule="ldfa_fixed", rank=[1, 4])
+    (artist,) = by_rank.plot.line(x="rank", ax=Figure().subplots())
+    assert list(artist.get_xdata()) == [1, 4]
+    assert list(back["rank"].values) == [R.NO_RANK, 1, 4]  # ds["rank"]: ds.rank is xarray's method
