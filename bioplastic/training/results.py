@@ -86,6 +86,31 @@ _ALIGNMENT_DOC = {
 }
 
 
+WEIGHT_TRANSPORT = {
+    "bp": "yes", "fa": "no", "dfa": "no", "sign_symmetry": "sign", "kolen_pollack": "no",
+    "normative": "yes", "fixed": "no", "q_only": "no", "local": "no", "oja": "no",
+}
+"""Whether a rule's feedback reads the forward weights ``W`` (weight transport), by rule name or LDFA
+feedback-learning mode: ``"yes"`` (backprop's ``delta W``; ``normative`` LDFA fits ``P Q`` to ``W``),
+``"sign"`` (sign symmetry reads ``sign(W)``) or ``"no"`` (FA, DFA: fixed random feedback; Kolen-Pollack: ``B``
+gets ``W``'s own local update; LDFA ``fixed``: random ``P, Q``; ``q_only``: ``Q`` learns from the feedback
+units' activity ``delta P`` and the layer's input ``h``, ``P`` fixed random; ``local`` and ``oja``: ``P`` and
+``Q`` learn from signals at their own synapses, see ``docs/rules.md``). Hanut & Kadmon (2025,
+arXiv:2502.20580); science notes section 2."""
+
+
+def weight_transport(label: str) -> str:
+    """``"yes"``, ``"sign"``, ``"no"`` or ``"?"`` (unknown) for a ``rule`` label such as ``"ldfa_local"``
+    (:data:`WEIGHT_TRANSPORT`)."""
+    label = str(label)
+    if label in WEIGHT_TRANSPORT:
+        return WEIGHT_TRANSPORT[label]
+    for prefix in ("direct_ldfa_", "ldfa_"):
+        if label.startswith(prefix):
+            return WEIGHT_TRANSPORT.get(label[len(prefix):], "?")
+    return "?"
+
+
 def run_label(rule: str, feedback_learning: str | None = None) -> str:
     """The ``rule`` coordinate of a run: ``rule`` or ``"<rule>_<feedback_learning>"``."""
     return f"{rule}_{feedback_learning}" if feedback_learning else rule
@@ -454,8 +479,10 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
     """A plain-text table of a comparison: one row per (rule, rank) that was run.
 
     Columns: rule, rank (``-`` for none, ``0.25w`` for a quarter of each layer's width), final test accuracy in percent (mean +- standard deviation over the seeds
-    that finished; ``n`` seeds), status counts if not all ``ok``, and the final ``alignment`` measure
-    (default: cosine between the rule's update and the backprop gradient) per layer, mean over seeds.
+    that finished; ``n`` seeds), status counts if not all ``ok``, ``reads W`` (weight transport:
+    :func:`weight_transport`), and the final ``alignment`` measure (default: cosine between the rule's update
+    and the backprop gradient) per layer, mean over seeds. Footnotes explain the alignment and ``reads W``
+    columns.
 
     Parameters
     ----------
@@ -470,7 +497,7 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
     """
     has_align = alignment in ds
     layers = [str(x) for x in ds["layer"].values] if has_align else []
-    header = ["rule", "rank", "test acc (%)", "n", "status"] + [f"{alignment[:3]}:{name}" for name in layers]
+    header = ["rule", "rank", "test acc (%)", "n", "status", "reads W"] + [f"{alignment[:3]}:{name}" for name in layers]
     rows = []
     acc = final(ds).values * 100.0
     for i, label in enumerate(ds["rule"].values):
@@ -492,7 +519,7 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
             status_text = next(iter(counts)) if len(counts) == 1 else ",".join(f"{k}:{v}" for k, v in counts.items())
             flagged = any(k in FLAGGED_STATUSES for k in counts)
             row = [str(label), rank_text(int(rank)), acc_text, str(int(vals.size)),
-                   status_text + (" (!)" if flagged else "")]
+                   status_text + (" (!)" if flagged else ""), weight_transport(str(label))]
             if has_align:
                 last = ds[alignment].values[i, j][:, -1, :]  # (seed, layer)
                 with np.errstate(all="ignore"):
@@ -506,6 +533,10 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
     if has_align:
         what = _ALIGNMENT_DOC.get(alignment, (alignment, ""))[0]
         lines += ["", f"{alignment[:3]}:<layer> = {what} (final epoch, mean over seeds)"]
+    lines += ["" if not has_align else None,
+              "reads W = weight transport: the feedback reads the forward weights W (yes: bp, ldfa_normative; "
+              "sign: sign_symmetry reads sign(W); no: fa, dfa, kolen_pollack, ldfa fixed / q_only / local / oja)"]
+    lines = [line for line in lines if line is not None]
     lines += flag_notes(ds)
     return "\n".join(lines)
 
