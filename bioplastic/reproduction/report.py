@@ -40,7 +40,7 @@ def _measured(ds: xr.Dataset, i: int) -> str:
     n = int(ds["n"].values[i])
     if n == 0:
         return "–"
-    mean, sd = float(ds["mean"].values[i]), float(ds["sd"].values[i])
+    mean, sd = float(ds["seed_mean"].values[i]), float(ds["sd"].values[i])
     return f"{_fmt(mean)} ± {_fmt(sd)} (n={n})" if n > 1 else f"{_fmt(mean)} (n=1)"
 
 
@@ -82,7 +82,7 @@ def plot_claim(ds: xr.Dataset, claim_id: str, path: str | os.PathLike) -> Path |
     finite = np.isfinite(values)
     fig, ax = plt.subplots(figsize=(4.6, 1.9))
     ax.plot(values[finite], np.zeros(finite.sum()), "o", color="0.35", alpha=0.8, label="seeds")
-    mean, lo, hi = float(c["mean"]), float(c["ci_low"]), float(c["ci_high"])
+    mean, lo, hi = float(c["seed_mean"]), float(c["ci_low"]), float(c["ci_high"])
     if math.isfinite(lo) and math.isfinite(hi):
         ax.errorbar([mean], [0.3], xerr=[[mean - lo], [hi - mean]], fmt="s", color="k", capsize=4,
                     label="mean, 95 % interval")

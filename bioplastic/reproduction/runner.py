@@ -181,9 +181,10 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
     -------
     xarray.Dataset
         Dim ``claim`` (string ids); variables ``statement``, ``quantity``, ``criterion``, ``published``,
-        ``published_source``, ``mean``, ``sd`` (ddof 1), ``n`` (seeds), ``ci_low`` / ``ci_high`` (95 % interval
-        of the mean), ``budget``, ``verdict``, ``reason``, ``command``; dims ``claim`` x ``seed`` ``value``
-        (the per-seed measurements, NaN where absent). Saved as ``out/claims.nc``.
+        ``published_source``, ``seed_mean`` (the mean over seeds; not ``mean``, which is ``Dataset.mean``),
+        ``sd`` (ddof 1), ``n`` (seeds), ``ci_low`` / ``ci_high`` (95 % interval of the mean), ``budget``,
+        ``verdict``, ``reason``, ``command``; dims ``claim`` x ``seed`` ``value`` (the per-seed measurements,
+        NaN where absent). Saved as ``out/claims.nc``.
 
     Raises
     ------
@@ -315,7 +316,7 @@ def _assemble(rows: list[dict], budget: str, out: Path, seeds: list[int] | None,
     n_claims = len(rows)
     value = np.full((n_claims, len(all_seeds)), np.nan)
     fields: dict[str, list] = {k: [] for k in ("statement", "quantity", "criterion", "published", "published_source",
-                                               "mean", "sd", "n", "ci_low", "ci_high", "budget", "verdict", "reason",
+                                               "seed_mean", "sd", "n", "ci_low", "ci_high", "budget", "verdict", "reason",
                                                "command", "experiment")}
     for i, r in enumerate(rows):
         claim: Claim = r["claim"]
@@ -339,7 +340,7 @@ def _assemble(rows: list[dict], budget: str, out: Path, seeds: list[int] | None,
         fields["criterion"].append(claim.criterion.describe(claim.quantity))
         fields["published"].append(float(claim.published))
         fields["published_source"].append(claim.published_source)
-        fields["mean"].append(mean)
+        fields["seed_mean"].append(mean)
         fields["sd"].append(sd)
         fields["n"].append(n)
         fields["ci_low"].append(lo)
@@ -351,7 +352,7 @@ def _assemble(rows: list[dict], budget: str, out: Path, seeds: list[int] | None,
         fields["experiment"].append(claim.experiment)
     data = {}
     for k, v in fields.items():
-        if k in ("published", "mean", "sd", "ci_low", "ci_high"):
+        if k in ("published", "seed_mean", "sd", "ci_low", "ci_high"):
             data[k] = (("claim",), np.asarray(v, dtype=float))
         elif k == "n":
             data[k] = (("claim",), np.asarray(v, dtype=np.int64))

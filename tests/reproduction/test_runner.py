@@ -78,16 +78,16 @@ def test_claims_dataset_verdicts_and_reasons(fake_registry, tmp_path):
     assert "--data-path" in reasons["needs_cifar"]
     assert "planted failure" in reasons["broken"] and "planted: not built" in reasons["missing"]
     above = ds.sel(claim="above")
-    assert float(above["mean"]) == pytest.approx(2.1) and float(above["sd"]) == pytest.approx(0.1)
+    assert float(above["seed_mean"]) == pytest.approx(2.1) and float(above["sd"]) == pytest.approx(0.1)
     assert int(above["n"]) == 3 and float(above["published"]) == 2.5 and str(above["budget"].values) == "smoke"
     np.testing.assert_allclose(above["value"].sel(seed=[0, 1, 2]).values, [2.0, 2.1, 2.2])
     assert ">= 1" in str(above["criterion"].values)
     assert str(above["command"].values).startswith("bioplastic reproduce --budget smoke --out ")
     assert "--claims above" in str(above["command"].values)
-    assert int(ds.sel(claim="needs_cifar")["n"]) == 0 and math.isnan(float(ds.sel(claim="needs_cifar")["mean"]))
+    assert int(ds.sel(claim="needs_cifar")["n"]) == 0 and math.isnan(float(ds.sel(claim="needs_cifar")["seed_mean"]))
     # the file on disk is the returned Dataset
     saved = io.load(tmp_path / "claims.nc")
-    for name in ("verdict", "reason", "statement", "criterion", "n", "value", "mean", "sd"):
+    for name in ("verdict", "reason", "statement", "criterion", "n", "value", "seed_mean", "sd"):
         np.testing.assert_array_equal(saved[name].values, ds[name].values)
 
 
