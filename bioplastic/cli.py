@@ -200,7 +200,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     width = max(len(str(c)) for c in ds["claim"].values)
     for i, cid in enumerate(ds["claim"].values):
         n = int(ds["n"].values[i])
-        measured = "" if n == 0 else f"  {float(ds['mean'].values[i]):.4g} (n={n})"
+        measured = "" if n == 0 else f"  {float(ds['seed_mean'].values[i]):.4g} (n={n})"
         sys.stdout.write(f"{str(cid):{width}s}  {ds['verdict'].values[i]}{measured}\n")
     sys.stdout.write(f"\nclaims: {args.out}/{CLAIMS_FILE}\nreport: {args.out}/{REPORT_FILE}\n")
     return 0
