@@ -17,9 +17,10 @@ from bioplastic._checks import check_finite, check_positive_int
 from bioplastic.nn.functions import ErrorBus
 from bioplastic.nn.layers import FeedbackConv2d, FeedbackLayer, FeedbackLinear, init_feedback
 from bioplastic.rules import Rule, make
+from bioplastic.rules.low_rank import KOLEN_POLLACK_MODES
 
 __all__ = [
-    "convert", "conversion_report", "split_parameters", "param_groups", "feedback_step", "feedback_layers",
+    "convert", "conversion_report", "set_targets", "split_parameters", "param_groups", "feedback_step", "feedback_layers",
     "ConversionReport", "LayerReport",
 ]
 
@@ -450,6 +451,42 @@ def feedback_layers(model: nn.Module) -> list[tuple[str, FeedbackLayer]]:
     return [(n, m) for n, m in _unwrap(model).named_modules() if isinstance(m, FeedbackLayer)]
 
 
+def set_targets(model: nn.Module, targets: torch.Tensor) -> None:
+    """Give a converted model the targets of its latest forward pass, for Oja's rule with targets.
+
+    ``feedback_learning="oja"`` with ``oja_covariance="targets"`` (or ``"auto"``) forms ``P``'s covariance from
+    the targets at the output layer (layer-wise LDFA) or at every layer (direct LDFA): the label covariance
+    ``Sigma^yy`` of Hanut & Kadmon (2025, arXiv:2502.20580, ICLR Eq. 8). Call it after the forward pass and
+    before ``loss.backward()``; bioplastic's trainer does. Models whose rule does not read targets ignore them.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model returned by :func:`convert` (also wrapped: DDP, ``torch.compile``).
+    targets : torch.Tensor
+        Class indices, integer, shape ``(N,)``, or target vectors, floating point, shape ``(N, d)``; ``N`` the
+        rows of the output layer's error (the batch), ``d`` its width. Detached; not copied.
+
+    Raises
+    ------
+    TypeError
+        ``targets`` is not a tensor.
+    ValueError
+        ``model`` has no converted layers.
+    RuntimeError
+        No forward pass has run yet.
+    """
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+    layers = feedback_layers(model)
+    if not layers:
+        raise ValueError("set_targets: the model has no converted layers; convert it with bioplastic.convert first")
+    bus = layers[0][1].bus
+    if bus.last is None:
+        raise RuntimeError("set_targets: call it after the forward pass (the targets belong to that pass)")
+    bus.last.targets = targets.detach()
+
+
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Forward and feedback parameters, for separate optimisers or parameter groups.
 
@@ -480,7 +517,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list
     ``torch.optim.AdamW(param_groups(model, 1e-3, 0.05))``. Feedback group: Kolen-Pollack gets the forward
     ``lr`` and ``weight_decay`` (Akrout et al. 2019: same update and decay on both sides, so ``B -> W``);
     LDFA gets ``rule.feedback_lr`` (or ``lr`` when None) and ``rule.feedback_weight_decay`` (decoupled with
-    AdamW, as the authors). The feedback group is omitted when there is no trainable feedback.
+    AdamW, as the authors); when that is None (the default of ``q_only`` and ``oja``, whose ``Q`` learns by
+    Kolen-Pollack) the forward ``weight_decay``, so that ``Q - P^T W`` decays as ``B - W`` does. The feedback
+    group is omitted when there is no trainable feedback.
     """
     forward, feedback = split_parameters(model)
     groups = [{"name": "forward", "params": forward, "lr": lr, "weight_decay": weight_decay}]
@@ -490,7 +529,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list
             fb_lr, fb_wd = lr, weight_decay
         else:
             fb_lr = rule.get("feedback_lr") or lr
-            fb_wd = rule.get("feedback_weight_decay") or 0.0
+            fb_wd = rule.get("feedback_weight_decay")
+            if fb_wd is None:  # q_only / oja: Kolen-Pollack's Q decays like W (rules.low_rank.KOLEN_POLLACK_MODES)
+                fb_wd = weight_decay if rule.get("feedback_learning") in KOLEN_POLLACK_MODES else 0.0
         groups.append({"name": "feedback", "params": feedback, "lr": fb_lr, "weight_decay": fb_wd})
     return groups
 
