@@ -222,7 +222,7 @@ class RateNetwork:
     feedback : FeedbackPopulation
         The feedback pathway.
     learning_rate : float or brian2 rate quantity, default 1.0
-        ``eta`` of the forward weights and biases, in 1/second.
+        ``eta`` of the forward weights, in 1/second (the biases learn at ``bias_learning_rate``).
     learning_rate_scaling : {"fan_in", "none"}, default "fan_in"
         ``fan_in``: ``learning_rate`` (and the feedback learning rate) is a normalised rate; each synapse
         learns at ``eta / n_pre`` with ``n_pre`` the number of inputs of the layer (a bias, the synapse of
