@@ -5,8 +5,8 @@ Reproduces the theory figure of Hanut & Kadmon (2025, arXiv:2502.20580): a two-l
 LDFA (fixed, q_only, oja, local, normative feedback) through r=2 feedback units, and again with r=4 (at least the
 teacher's rank). Two teachers: the spec's (the authors' G1 G2 / sqrt(64) truncated to rank 4) and the authors'
 full-rank G1 G2 / sqrt(64) (``--teachers``). ``oja`` follows the output covariance Sigma^yy (the paper's Eq. 8;
-spec key ``oja_covariance``). Every rule is run twice from the same initial weights: the full simulation (full-batch gradient
-descent on 100,000 sampled inputs; solid lines) and the gradient-flow ODE in the teacher's singular basis
+spec key ``oja_covariance``). Every rule is run twice from the same initial weights: the full simulation
+(full-batch gradient descent on 100,000 sampled inputs; solid lines) and the gradient-flow ODE in the teacher's singular basis
 (dashed). Sizes, rates and the teacher come from ``models/linear_teacher_student.toml``.
 
 Usage::
