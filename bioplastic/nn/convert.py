@@ -204,6 +204,13 @@ def convert(
     Warns
     -----
     UserWarning
+        When no layer is converted (e.g. ``convert(nn.Sequential(nn.ReLU()), "fa")``), and, for every rule
+        but ``bp``, when weight-bearing layers stay on backprop without being listed in ``exclude``
+        (MultiheadAttention, LSTM / GRU / RNN, Embedding, Conv1d / Conv3d, transposed convolutions, Bilinear,
+        Linear / Conv2d subclasses that override ``forward``, parametrized weights, custom modules with a 2-D+
+        ``weight``): the warning names them and why. Layers the user excludes, normalisation layers and free
+        parameters (class tokens) do not warn.
+    UserWarning
         When a requested rank exceeds a layer's maximum (``min(out, in)`` for Linear, ``groups *
         min(C_out/g, C_in/g k^2)`` for Conv2d, ``min(d, in)`` for direct LDFA): the rank is **clipped** to the
         maximum, where the layer's feedback is exact-rank (``normative`` then equals backprop).
@@ -336,7 +343,10 @@ def convert(
     # --- report ---------------------------------------------------------------------------------------------
     entries: list[LayerReport] = []
     converted = set(to_convert)
+    unsupported: list[str] = []  # weight-bearing layers left on backprop without the user asking for it
     for name, m in new.named_modules():
+        if name not in converted and not is_excluded(name) and _weight_bearing(m, name, reasons):
+            unsupported.append(f"{name or '<root>'!r} ({type(m).__name__})")
         if name in converted:
             role = "output layer: exact error e" if name == output_name else "hidden layer"
             if rule.direct and name != output_name:
@@ -373,7 +383,45 @@ def convert(
     report = ConversionReport(rule.to_dict(), output_name, tuple(entries))
     new.__dict__[_REPORT_ATTR] = report
     logger.info("%s", report)
+    if not to_convert:
+        why = (f"every weight layer is excluded or unsupported ({listed})" if weight_layers
+               else "the model has no nn.Linear or nn.Conv2d layer")
+        warnings.warn(f"convert(rule={rule.name!r}) converted no layer: {why}. The model trains with exact "
+                      "backprop; see conversion_report(model) for every module", UserWarning, stacklevel=2)
+    if unsupported and rule.feedback != "transport":
+        warnings.warn(
+            f"convert(rule={rule.name!r}): {len(unsupported)} weight-bearing layer(s) stay on exact backprop, not "
+            f"on the rule: {', '.join(unsupported)}. The rules replace the backward of nn.Linear and nn.Conv2d "
+            "only (MultiheadAttention computes its fused projections inside F.multi_head_attention_forward; "
+            "RNNs, Embedding, Conv1d/Conv3d, transposed convolutions, Bilinear, subclasses that override "
+            "forward() and parametrized weights are not supported), so these layers learn with backprop's "
+            "gradient. Build them from nn.Linear / nn.Conv2d (e.g. bioplastic.architectures.vit's attention) "
+            "to put them on the rule, or pass exclude=[...] to keep them on backprop deliberately (no warning). "
+            "The reasons are in conversion_report(model).kept", UserWarning, stacklevel=2)
     return new
+
+
+_UNSUPPORTED_WEIGHT_TYPES = (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase, nn.Embedding, nn.EmbeddingBag,
+                             nn.Bilinear, nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                             nn.ConvTranspose3d)
+
+
+def _weight_bearing(m: nn.Module, name: str, reasons: Mapping[str, str]) -> bool:
+    """Whether a module left on backprop holds a weight matrix / kernel the rules would normally train.
+
+    Linear / Conv2d kept for a reason other than the user's ``exclude`` (overridden forward, parametrized),
+    the unsupported weight layers (MultiheadAttention counts once, not its inner projections), and any other
+    module with its own ``weight`` parameter of 2 or more dims (a custom layer). Normalisation layers, PReLU
+    and free parameters (a ViT's class token, position embedding) are not weight layers.
+    """
+    if name in reasons:
+        return True
+    if isinstance(m, _UNSUPPORTED_WEIGHT_TYPES):
+        return True
+    if isinstance(m, (_NORM_TYPES, nn.PReLU, *_WEIGHT_TYPES)):
+        return False
+    weight = m._parameters.get("weight")
+    return isinstance(weight, torch.Tensor) and weight.ndim >= 2
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

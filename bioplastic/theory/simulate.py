@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
+from bioplastic._progress import progress_bar
 
 from bioplastic._checks import check_finite, check_positive_int
 from bioplastic.theory._results import build_dataset, diagnostics
@@ -249,7 +249,7 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
     train_losses: list[torch.Tensor] = []
     rec_set = set(rec.tolist())
     perm, cursor = None, 0
-    for t in tqdm(range(steps + 1), disable=not progress, desc=spec.label):
+    for t in progress_bar(range(steps + 1), disable=not progress, desc=spec.label):
         if spec.reinit_every and 0 < t < steps and t % spec.reinit_every == 0:
             state["P"], state["Q"] = svd_feedback(state["W2"], spec.rank)
         if fixed is not None:

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from bioplastic._progress import progress_bar
 
 from bioplastic._checks import check_choice, check_positive_int
 from bioplastic.data.base import ArrayDataset
@@ -752,7 +752,7 @@ def train(
         use_augment = bool(config.augment) and dataset.augment is not None
         epoch_seconds = np.full(epochs, np.nan)
 
-        bar = tqdm(
+        bar = progress_bar(
             total=epochs,
             initial=start_epoch,
             desc=f"{config.rule} {spec_name}",
