@@ -77,7 +77,7 @@ class FakeEngine:
         self.calls: list[FakeConfig] = []
         self.fail_at, self.exc, self.diverge = fail_at, exc, set(diverge)
 
-    def train(self, config, dataset, *, checkpoint_dir=None, progress=True):
+    def train(self, config, dataset, *, checkpoint_dir=None, progress=True, callbacks=()):
         self.calls.append(config)
         if self.fail_at is not None and len(self.calls) == self.fail_at:
             raise self.exc("simulated interruption")
@@ -366,7 +366,7 @@ def test_checkpoint_dir_is_per_run_under_out(digits_spec, tmp_path, monkeypatch,
     seen = []
     original = engine.train
 
-    def train(config, dataset, *, checkpoint_dir=None, progress=True):
+    def train(config, dataset, *, checkpoint_dir=None, progress=True, callbacks=()):
         seen.append(checkpoint_dir)
         return original(config, dataset, checkpoint_dir=checkpoint_dir, progress=progress)
 
