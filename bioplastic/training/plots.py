@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from bioplastic import io
-from bioplastic.training.results import NO_RANK, rank_fraction_of, rank_text, weight_transport
+from bioplastic.training.results import NO_RANK, flagged_runs, rank_fraction_of, rank_text, weight_transport
 
 
 ALIGNMENT_LABELS = {
@@ -104,9 +104,9 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
     Returns
     -------
     matplotlib.figure.Figure
-        Not registered with pyplot (no global state); Jupyter displays it when it is the cell's value.
+        Not registered with pyplot (no global state); Jupyter displays it as a PNG picture when it is a
+        cell's last value (``_repr_png_``, :mod:`bioplastic._figures`), whether or not pyplot was imported.
     """
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator, NullFormatter
 
     labels = [str(x) for x in ds["rule"].values]
@@ -118,8 +118,11 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
     has_align = alignment in ds and ds.sizes.get("layer", 0) > 0
     low = [i for i, lab in enumerate(labels)
            if any(r != NO_RANK and np.isfinite(acc[i, j]).any() for j, r in enumerate(ranks))]
-    # A bare Figure (no pyplot): no global backend state, saved with the Agg canvas, shown by Jupyter.
-    fig = Figure(figsize=(15 if has_align else 10, 4.2), layout="constrained")
+    from bioplastic._figures import new_figure
+
+    # A bare Figure (no pyplot): no global backend state, saved with the Agg canvas; it has _repr_png_, so
+    # Jupyter shows it as a picture when it is a cell's last value, with or without pyplot imported.
+    fig = new_figure(figsize=(15 if has_align else 10, 4.2), layout="constrained")
     axes = fig.subplots(1, 3 if has_align else 2)
     ax = axes[0]
     # Absolute ranks (r >= 1) and relative ranks (fraction of each layer's width, negative rank codes).
@@ -216,6 +219,12 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
     else:
         fig.suptitle(f"{_seed_text(n_seeds)}; reads W = the feedback reads the forward weights (weight transport)",
                      fontsize=10)
+    flagged = flagged_runs(ds) if "status" in ds else []
+    if flagged:  # runs that did not learn (results.FLAGGED_STATUSES) are named under the panels
+        meaning = {"diverged": "diverged: loss became NaN/Inf", "at_chance": "at_chance: final accuracy at chance level"}
+        fig.supxlabel("(!) did not learn: " + ", ".join(f"{rid} ({st})" for rid, st in flagged) + " -- "
+                      + "; ".join(meaning[k] for k in meaning if any(st == k for _, st in flagged)),
+                      fontsize=8, color="crimson")
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -485,8 +485,9 @@ def test_figure_panels_show_the_data(engine, digits_spec):
 
 
 # ----------------------------------------------------------------------------------- the real engine
+# All 1,347 training digits: with 256 (4 steps) FA and fixed LDFA stayed at chance level, now flagged "at_chance".
 REAL = dict(rules=["bp", "fa", "ldfa"], ranks=[2], seeds=[0], epochs=1, dataset="digits",
-            feedback_learning=["normative", "fixed"], max_train=256, device="cpu", progress=False, figure=False)
+            feedback_learning=["normative", "fixed"], device="cpu", progress=False, figure=False)
 
 
 def test_real_engine_end_to_end_and_saved_models_reload(tmp_path):
@@ -677,11 +678,12 @@ def test_direct_rule_on_a_conv_net_with_the_head_on_backprop_trains_and_reloads(
     # as the source of e, and its conv layers' D are sized from an example input, also when reloading.
     from bioplastic.data import load_dataset
 
-    spec = {"name": "tiny_cnn", "architecture": "vgg", "in_channels": 1, "widths": [4, 8], "convs_per_block": 1,
+    # widths [4, 8], 1 epoch at lr 1e-3 left DFA at chance level (8.9 %, now flagged "at_chance"); this learns
+    spec = {"name": "tiny_cnn", "architecture": "vgg", "in_channels": 1, "widths": [8, 16], "convs_per_block": 1,
             "rule": {"exclude": ["head"]}}
     out = tmp_path / "out"
     ds = bioplastic.compare(rules=["dfa", "ldfa"], ranks=[2], feedback_learning=["normative"], seeds=[0],
-                            epochs=1, dataset="digits", model=spec, out=out, progress=False)
+                            epochs=2, lr=1e-2, dataset="digits", model=spec, out=out, progress=False)
     assert (ds.status.sel(rule="dfa", rank=R.NO_RANK).values == "ok").all()
     data = load_dataset("digits")
     for rule, rank, label in [("dfa", None, "dfa"), ("ldfa", 2, "ldfa_normative")]:
