@@ -563,7 +563,7 @@ def plot_task_dimensionality(ds: xr.Dataset, path: str | os.PathLike | None = No
     ax.set_title(f"accuracy vs rank (width {base_w}); thin lines: BP;\n- normative, -- local, : fixed")
     ax.legend(fontsize=7)
 
-    def r_star_plot(ax, x, sel, xlabel, title, diagonal):
+    def r_star_plot(ax, x, sel, xlabel, title, diagonal, hline=None):
         for j, mode in enumerate(ds["mode"].values):
             rs = ds.r_star.sel(mode=mode, **sel)
             lo, hi = ds.r_star_low.sel(mode=mode, **sel), ds.r_star_high.sel(mode=mode, **sel)
@@ -577,6 +577,8 @@ def plot_task_dimensionality(ds: xr.Dataset, path: str | os.PathLike | None = No
                         label=str(mode))
         if diagonal:
             ax.plot(x, x, color="k", lw=0.8, label="r = K")
+        if hline is not None:
+            ax.axhline(hline, color="k", lw=0.8, label=f"r = K = {hline}")
         ax.axhline(2 * float(ds["rank"].max()), color="grey", lw=0.5, ls="--")
         ax.text(x[0], 2 * float(ds["rank"].max()) * 1.05, "not reached", fontsize=7, color="grey")
         ax.set_xscale("log", base=2)
@@ -589,8 +591,7 @@ def plot_task_dimensionality(ds: xr.Dataset, path: str | os.PathLike | None = No
     r_star_plot(axes[0, 1], ks, {"K": ks, "width": base_w}, "task dimensionality K",
                 f"r*(K), width {base_w}; bars: 16-84% seed bootstrap", True)
     ws = [int(w) for w in ds["width"].values if np.isfinite(ds.bp_accuracy.sel(K=kw, width=w)).any()]
-    r_star_plot(axes[0, 2], ws, {"K": kw, "width": ws}, "network width", f"r*(width), K = {kw}", False)
-    axes[0, 2].axhline(kw, color="k", lw=0.8, label=f"r = K = {kw}")
+    r_star_plot(axes[0, 2], ws, {"K": kw, "width": ws}, "network width", f"r*(width), K = {kw}", False, hline=kw)
 
     ax = axes[1, 0]
     nb = ds.narrow_bp_accuracy.sel(K=kw)
