@@ -16,6 +16,7 @@ theory         linear teacher-student learning dynamics (simulation and reduced 
 analysis       RSA, CKA, spectra, dimensionality, receptive fields
 data           dataset and neural-data loaders
 io             xarray conventions, atomic netCDF save/load
+reproduction   ``bioplastic.reproduce(budget=..., out=...)``: the paper's claims with verdicts and a report
 """
 from __future__ import annotations
 
@@ -25,11 +26,12 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "rules", "nn", "architectures", "training", "rate", "theory", "analysis", "data", "io", "specs",
-    "testing",
+    "testing", "reproduction",
 }
 _ATTRIBUTES = {
     "convert": ("bioplastic.nn", "convert"),
     "compare": ("bioplastic.training", "compare"),
+    "reproduce": ("bioplastic.reproduction.runner", "reproduce"),
 }
 
 __all__ = sorted(_SUBMODULES | set(_ATTRIBUTES) | {"__version__"})

@@ -1,8 +1,9 @@
 """The ``bioplastic`` command.
 
 ``bioplastic compare`` trains learning rules side by side (default: backprop, feedback alignment, direct
-feedback alignment, sign symmetry and LDFA at ranks 1, 3, 10, adaptive and fixed, on the MNIST digits
-embedded in the package), prints a table and writes ``results.nc`` and ``figure.png`` to ``--out``.
+feedback alignment, sign symmetry and LDFA at ranks 1, 3, 10 with normative (reads W), local and fixed
+feedback, on the MNIST digits embedded in the package), prints a table and writes ``results.nc`` and
+``figure.png`` to ``--out``.
 Run ``bioplastic compare --help`` for the options.
 """
 from __future__ import annotations
@@ -90,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
                         "ceil(F * its width), e.g. 0.25 for width/4 (each in (0, 1]; one run per fraction)")
     g.add_argument("--feedback-learning", default=",".join(DEFAULT_FEEDBACK_LEARNING),
                    help="comma-separated ways LDFA's feedback learns (fixed, q_only, normative, local, oja); "
-                        "one run per way, labelled e.g. ldfa_normative, ldfa_fixed")
+                        "one run per way, labelled e.g. ldfa_normative, ldfa_fixed; normative reads the forward "
+                        "weights W (weight transport), the others do not")
     g.add_argument("--seeds", default="0", help="comma-separated seeds")
     g.add_argument("--rule-option", action="append", type=_rule_option, default=[], metavar="KEY=VALUE",
                    help="extra option for every low-rank run (repeatable), e.g. error_clamp=1; options of one "
@@ -146,7 +148,62 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--models", action=argparse.BooleanOptionalAction, default=True,
                    help="save the trained models to OUT/models")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    _add_reproduce_parser(sub)
     return parser
+
+
+def _add_reproduce_parser(sub) -> None:
+    """``bioplastic reproduce``: the paper's claims at a budget (bioplastic.reproduction)."""
+    from bioplastic.reproduction.claims import claim_ids
+    from bioplastic.reproduction.experiments import BUDGETS
+
+    p = sub.add_parser(
+        "reproduce", help="check the paper's claims at a budget; claims.nc + report.html",
+        description="Run every checkable claim of Hanut & Kadmon (2025, arXiv:2502.20580) at a compute budget, "
+                    "each with a numeric criterion fixed before running, and write OUT/claims.nc (verdicts, "
+                    "measured mean, s.d., n seeds, published values) and OUT/report.html. Re-running the same "
+                    "command resumes: measured claims are not rerun. Claims: " + ", ".join(claim_ids()) + ".",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--budget", required=True, help="one of " + ", ".join(BUDGETS)
+                   + " (smoke: tiny sizes that test the plumbing; cpu: a few hours on 2 cores; gpu: the paper's recipes)")
+    p.add_argument("--out", required=True, help="output folder (resumed if it holds measured claims)")
+    p.add_argument("--claims", default=None, metavar="ID,ID", help="comma-separated claim ids (default: all)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds replacing the budget's")
+    p.add_argument("--device", default="auto", help="torch device of the training runs")
+    p.add_argument("--data-path", default=None, help="the shared data folder (cifar10/, kriegeskorte2008/) or a "
+                   "CIFAR-10 folder (default: $BIOPLASTIC_SHARED_DATA); without it the CIFAR-10 and IT claims "
+                   "are reported not run")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (1 is fastest on a busy machine)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bars")
+    p.add_argument("--markdown", default=None, metavar="PATH", help="also write the report's Markdown twin to PATH "
+                   "(e.g. docs/reproduction.md), its figures as PNG files in PATH without .md (docs/reproduction/)")
+    p.add_argument("--label", default="", help="a line under the Markdown title saying what run this is")
+    _add_log_options(p, "sub_")
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    import bioplastic
+    from bioplastic.reproduction.runner import CLAIMS_FILE, REPORT_FILE
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)  # the command owns its process
+    ds = bioplastic.reproduce(budget=args.budget, out=args.out, claims=args.claims, seeds=args.seeds,
+                              device=args.device, data_path=args.data_path, progress=args.progress)
+    if args.markdown:
+        from bioplastic.reproduction.report import write_markdown
+
+        write_markdown(ds, args.out, args.markdown, label=args.label)
+    width = max(len(str(c)) for c in ds["claim"].values)
+    for i, cid in enumerate(ds["claim"].values):
+        n = int(ds["n"].values[i])
+        measured = "" if n == 0 else f"  {float(ds['mean'].values[i]):.4g} (n={n})"
+        sys.stdout.write(f"{str(cid):{width}s}  {ds['verdict'].values[i]}{measured}\n")
+    sys.stdout.write(f"\nclaims: {args.out}/{CLAIMS_FILE}\nreport: {args.out}/{REPORT_FILE}\n")
+    return 0
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -164,7 +221,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     if args.dataset == "cifar10" and args.data_path is None and not os.environ.get(SHARED_DATA_VARIABLE):
         raise ValueError("dataset 'cifar10' is not embedded: give --data-path (a folder with "
                          "cifar10-jpeg-train.zip / cifar10-jpeg-test.zip or cifar-10-batches-py/) or set "
-                         f"{SHARED_DATA_VARIABLE} (its cifar10 folder is used)")
+                         f"{SHARED_DATA_VARIABLE} (its cifar10 folder is used); where to get CIFAR-10: "
+                         "docs/data.md of the bioplastic repository")
     kwargs = dict(
         rules=args.rules, ranks=args.ranks, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset,
         out=args.out, feedback_learning=args.feedback_learning, model=args.model, data_path=args.data_path,
@@ -212,8 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 on success, 2 for bad arguments or data (the message names the problem),
-        130 after Ctrl-C (finished runs are saved; the same command resumes).
+        Exit status: 0 on success, 2 for bad arguments or data, an output file that cannot be written
+        (no space left, quota) or an ``--out`` folder in use by another ``bioplastic compare`` (one line
+        naming the problem), 130 after Ctrl-C (finished runs are saved; the same command resumes).
     """
     parser = _parser()
     args = parser.parse_args(argv)
@@ -226,15 +285,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         logging.getLogger("bioplastic").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     elif not args.quiet:
-        for name in ("bioplastic.cli", "bioplastic.training.compare"):
+        for name in ("bioplastic.cli", "bioplastic.training.compare", "bioplastic.reproduction.runner"):
             logging.getLogger(name).setLevel(logging.INFO)
     from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from bioplastic.io import FolderInUseError, WriteError
 
     try:
         if args.command == "compare":
             with logging_redirect_tqdm():  # log lines do not break the progress bars
                 return _run_compare(args)
-    except (ValueError, FileNotFoundError) as exc:
+        if args.command == "reproduce":
+            with logging_redirect_tqdm():
+                return _run_reproduce(args)
+    except (ValueError, FileNotFoundError, WriteError, FolderInUseError) as exc:
+        # bad input, a missing file, a file that cannot be written (no space left, quota), an --out folder
+        # in use by another run: one line naming the problem, no traceback (-vv logs it)
         log.debug("details", exc_info=True)
         parser.exit(2, f"bioplastic {args.command}: error: {exc}\n")
     except KeyboardInterrupt:

@@ -12,6 +12,9 @@ import torch
 
 from bioplastic._checks import check_choice
 
+DATA_PAGE = "docs/data.md of the bioplastic repository"
+"""Where missing-file errors send a user: each dataset's source, citation, file names and folder layout."""
+
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 

@@ -2,7 +2,9 @@
 
 The main job of bioplastic (``bioplastic compare`` on the command line): backprop, feedback alignment,
 direct feedback alignment, sign symmetry and LDFA (Hanut & Kadmon 2025, arXiv:2502.20580) at several
-feedback ranks, adaptive and fixed, on real MNIST embedded in the package.
+feedback ranks, with adaptive feedback that reads the forward weights (``normative``: weight transport, the
+reference), the synapse-local adaptive rule (``local``: no weight transport) and fixed random feedback
+(``fixed``), on real MNIST embedded in the package.
 
 Layout of the output folder ``out``::
 
@@ -18,6 +20,7 @@ Layout of the output folder ``out``::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -46,7 +49,10 @@ LOW_RANK_RULES = ("ldfa", "direct_ldfa")
 
 DEFAULT_RULES = ("bp", "fa", "dfa", "sign_symmetry", "ldfa")
 DEFAULT_RANKS = (1, 3, 10)
-DEFAULT_FEEDBACK_LEARNING = ("normative", "fixed")
+DEFAULT_FEEDBACK_LEARNING = ("normative", "local", "fixed")
+"""LDFA's feedback-learning modes in the default comparison: adaptive with weight transport (``normative``, the
+reference), adaptive and synapse-local (``local``), fixed random (``fixed``); see
+:data:`bioplastic.training.results.WEIGHT_TRANSPORT`."""
 DEFAULT_SEEDS = (0,)
 SHARED_DATA_VARIABLE = "BIOPLASTIC_SHARED_DATA"
 """Environment variable naming the shared data folder: cifar10 without ``data_path`` reads its ``cifar10``
@@ -137,7 +143,9 @@ def _is_main_process() -> bool:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    io.atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    from bioplastic.training.checkpoint import torch_save
+
+    io.atomic_write(path, lambda tmp: torch_save(obj, tmp))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -237,7 +245,8 @@ def compare(
         Output folder (created). None: nothing is written, no resume, no saved models.
     feedback_learning : sequence of str or comma-separated str, optional
         How LDFA's feedback weights learn, from :data:`bioplastic.rules.FEEDBACK_LEARNING`; one run per
-        mode. Default ``("normative", "fixed")``: adaptive and fixed random feedback.
+        mode. Default :data:`DEFAULT_FEEDBACK_LEARNING`, ``("normative", "local", "fixed")``: adaptive feedback
+        that reads ``W`` (weight transport), adaptive synapse-local feedback, fixed random feedback.
     model : str, path-like or dict, optional
         Model spec (name in ``models/``, TOML path or dict). Default per dataset: :data:`DEFAULT_MODELS`.
     data_path : path-like, optional
@@ -264,7 +273,7 @@ warmup_epochs, amp, compile : optional
     train_options : mapping, optional
         Any further :class:`TrainConfig` fields.
     progress : bool
-        tqdm progress bars (runs and epochs).
+        One tqdm progress bar over the epochs of all runs (a widget in Jupyter with ``ipywidgets``).
     keep_models : bool
         Save every trained model to ``out/models`` (see :func:`load_model`).
     figure : bool
@@ -465,12 +474,15 @@ warmup_epochs, amp, compile : optional
         "rule_options": _jsonable(extra_rule_options), "n_train": int(data.x_train.shape[0]),
         "n_test": int(data.x_test.shape[0]),
     }
+    # A finished run at chance level is flagged "at_chance" (criterion fixed here, before any run).
+    chance = _results.chance_accuracy(data.y_test)
+    chance = (chance, _results.chance_threshold(chance, len(data.y_test)))
     if class_list is not None:
         compare_config["classes"] = class_list
     if dataset_kwargs:
         compare_config["dataset_options"] = _jsonable(dataset_kwargs)
     grid = {"rules": grid_rules, "ranks": grid_ranks, "seeds": seed_values, "epochs": n_epochs,
-            "requested": {(r.label, r.rank, r.seed) for r in runs}, "config": compare_config}
+            "requested": {(r.label, r.rank, r.seed) for r in runs}, "config": compare_config, "chance": chance}
 
     def requested_config(run: _Run) -> str:
         """A run's identity for resuming: its TrainConfig (model = the resolved spec), plus the test subset."""
@@ -486,87 +498,117 @@ warmup_epochs, amp, compile : optional
     # ---------------------------------------------------------------- resume
     writer = _is_main_process() and out is not None
     out_dir = Path(out) if out is not None else None
-    finished: dict[_Run, xr.Dataset] = {}
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
             raise ValueError(f"out {out_dir} exists and is not a folder")
         if writer:
             _check_writable(out_dir)  # before any training: read-only, permission or space failures in one line
-        for run in runs:
-            path = out_dir / "runs" / f"{run.id}.nc"
-            if path.exists():
-                ds = io.load(path)
-                wanted = requested_config(run)
-                if ds.attrs.get("requested_config") != wanted:
-                    raise ValueError(
-                        f"{path} was made with a different configuration than requested now "
-                        f"({_diff(ds.attrs.get('requested_config'), wanted)}); use another out folder or "
-                        f"delete that file to retrain the run")
-                finished[run] = ds
-        _check_results_superset(out_dir / _results.RESULTS_FILE, {r.id for r in runs})  # refuse before "resuming"
-        if finished:
-            log.info("resuming in %s: %d of %d run%s already finished", out_dir, len(finished), len(runs),
-                     "" if len(runs) == 1 else "s")
-
-    trained_classes = class_list if class_list is not None else list(range(data.n_classes))
-
-    def merged() -> xr.Dataset:
-        ds = _results.merge_runs([finished[r] for r in runs if r in finished], **grid)
-        ds.attrs["classes"] = [int(c) for c in trained_classes]  # the dataset's class indices, in label order
-        return ds
-
-    def write() -> xr.Dataset:
-        ds = merged()
-        if writer:
-            io.save(ds, out_dir / _results.RESULTS_FILE)
-        return ds
-
-    # ---------------------------------------------------------------- training
-    todo = [r for r in runs if r not in finished]
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(runs), initial=len(finished), desc="compare", unit="run", disable=not progress)
-    try:
-        if writer:
-            write()
-        for run in todo:
-            bar.set_postfix_str(run.id)
-            ckpt = out_dir / "checkpoints" / run.id if out_dir is not None else None
-            t0 = time.perf_counter()
-            result = trainer.train(configs[run], data, checkpoint_dir=ckpt, progress=progress)
-            seconds = float(getattr(result, "seconds", time.perf_counter() - t0))
-            ds = _results.run_to_dataset(result, rule=run.rule, feedback_learning=run.feedback_learning,
-                                         rank=run.rank, seed=run.seed, epochs=n_epochs, wall_time=seconds)
-            ds.attrs["requested_config"] = requested_config(run)
-            acc = ds["test_accuracy"].values
-            n_done = int(result.epochs_completed)
-            log.info("%s: %s after %d epoch%s, test accuracy %.2f%% (%.1f s)", run.id, result.status,
-                     n_done, "" if n_done == 1 else "s", 100 * acc[-1], seconds)
+    # One comparison per out folder at a time (a second one refuses, naming the first's pid); released on exit,
+    # also after a crash or SIGKILL (flock).
+    lock = io.lock_folder(out_dir, 'bioplastic compare') if writer else contextlib.nullcontext()
+    with lock:
+        finished: dict[_Run, xr.Dataset] = {}
+        if out_dir is not None:
             if writer:
-                if keep_models:
-                    _atomic_torch_save(_model_record(result, run, configs[run], data.input_shape),
-                                       out_dir / "models" / f"{run.id}.pt")
-                io.save(ds, out_dir / "runs" / f"{run.id}.nc")
-                if ckpt is not None and ckpt.exists():
-                    shutil.rmtree(ckpt)
-            finished[run] = ds
-            write()
+                io.remove_temporaries(out_dir)  # left by a process killed mid-write; we hold the lock
+            for run in runs:
+                path = out_dir / "runs" / f"{run.id}.nc"
+                if path.exists():
+                    ds = io.load(path)
+                    wanted = requested_config(run)
+                    if ds.attrs.get("requested_config") != wanted:
+                        raise ValueError(
+                            f"{path} was made with a different configuration than requested now "
+                            f"({_diff(ds.attrs.get('requested_config'), wanted)}); use another out folder or "
+                            f"delete that file to retrain the run")
+                    finished[run] = ds
+            _check_results_superset(out_dir / _results.RESULTS_FILE, {r.id for r in runs})  # refuse before "resuming"
+            if finished:
+                log.info("resuming in %s: %d of %d run%s already finished", out_dir, len(finished), len(runs),
+                         "" if len(runs) == 1 else "s")
+
+        trained_classes = class_list if class_list is not None else list(range(data.n_classes))
+
+        def merged() -> xr.Dataset:
+            ds = _results.merge_runs([finished[r] for r in runs if r in finished], **grid)
+            ds.attrs["classes"] = [int(c) for c in trained_classes]  # the dataset's class indices, in label order
+            return ds
+
+        saved = [0]  # runs in the results.nc last written
+
+        def write() -> xr.Dataset:
+            ds = merged()
+            if writer:
+                io.save(ds, out_dir / _results.RESULTS_FILE)
+                saved[0] = len(finished)
+            return ds
+
+        # ---------------------------------------------------------------- training
+        todo = [r for r in runs if r not in finished]
+        from bioplastic._progress import progress_bar
+
+        # One bar over the epochs of all runs (a widget in Jupyter): no per-run bars piling up in a notebook.
+        bar = progress_bar(total=len(runs) * n_epochs, initial=len(finished) * n_epochs, desc="compare",
+                           unit="epoch", disable=not progress or not _is_main_process())
+        run_now = [""]
+
+        def advance(epoch: int, record: dict) -> None:
             bar.update(1)
-    except BaseException as exc:  # Ctrl-C or a crash: the finished runs are already on disk
-        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}"
-        log.warning("%s: %d of %d runs finished%s; run the same command again to resume", what,
-                    len(finished), len(runs),
-                    f" and saved in {out_dir / _results.RESULTS_FILE}" if writer and finished else "")
-        raise
-    finally:
-        bar.close()
+            bar.set_postfix_str(f"{run_now[0]}: epoch {epoch}, test accuracy {100 * record['test_accuracy']:.1f}%")
 
-    ds = write()
-    if writer and figure:
-        from bioplastic.training.plots import plot_comparison
+        try:
+            if writer:
+                write()
+            for run in todo:
+                run_now[0] = run.id
+                bar.set_postfix_str(run.id)
+                ckpt = out_dir / "checkpoints" / run.id if out_dir is not None else None
+                t0 = time.perf_counter()
+                result = trainer.train(configs[run], data, checkpoint_dir=ckpt, progress=False,
+                                       callbacks=[advance] if progress else ())
+                seconds = float(getattr(result, "seconds", time.perf_counter() - t0))
+                ds = _results.run_to_dataset(result, rule=run.rule, feedback_learning=run.feedback_learning,
+                                             rank=run.rank, seed=run.seed, epochs=n_epochs, wall_time=seconds,
+                                             chance_level=chance[1])
+                ds.attrs["requested_config"] = requested_config(run)
+                acc = ds["test_accuracy"].values
+                n_done = int(result.epochs_completed)
+                status = str(ds["status"].values)
+                log.info("%s: %s after %d epoch%s, test accuracy %.2f%% (%.1f s)", run.id, status,
+                         n_done, "" if n_done == 1 else "s", 100 * acc[-1], seconds)
+                if status == "at_chance":
+                    log.warning("%s did not learn: final test accuracy %.2f%% is at chance level (<= %.2f%%: the "
+                                "most common test class, %.2f%%, + %g standard errors)", run.id, 100 * acc[-1],
+                                100 * chance[1], 100 * chance[0], _results.CHANCE_STANDARD_ERRORS)
+                if writer:
+                    if keep_models:
+                        _atomic_torch_save(_model_record(result, run, configs[run], data.input_shape),
+                                           out_dir / "models" / f"{run.id}.pt")
+                    io.save(ds, out_dir / "runs" / f"{run.id}.nc")
+                    if ckpt is not None and ckpt.exists():
+                        shutil.rmtree(ckpt)
+                finished[run] = ds
+                write()
+                bar.n = len(finished) * n_epochs  # a resumed or stopped (diverged) run: count it whole
+                bar.refresh()
+        except BaseException as exc:  # Ctrl-C or a crash: the finished runs are already on disk
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}"
+            where = ""
+            if writer and finished:  # never claim "saved" for runs the results file does not hold
+                where = (f" and saved in {out_dir / _results.RESULTS_FILE}" if saved[0] == len(finished) else
+                         f" and kept in {out_dir / 'runs'} ({saved[0]} in {out_dir / _results.RESULTS_FILE})")
+            log.warning("%s: %d of %d runs finished%s; run the same command again to resume", what,
+                        len(finished), len(runs), where)
+            raise
+        finally:
+            bar.close()
 
-        plot_comparison(ds, out_dir / "figure.png")
-    return ds
+        ds = write()
+        if writer and figure:
+            from bioplastic.training.plots import plot_comparison
+
+            plot_comparison(ds, out_dir / "figure.png")
+        return ds
 
 
 def _check_classes_request(classes: Any) -> int | list[int] | None:
@@ -691,7 +733,7 @@ def _check_results_superset(path: Path, requested: set[str]) -> None:
         run_id(str(label), int(rank), int(seed))
         for i, label in enumerate(old["rule"].values) for j, rank in enumerate(old["rank"].values)
         for k, seed in enumerate(old["seed"].values)
-        if old["status"].values[i, j, k] in ("ok", "diverged")
+        if old["status"].values[i, j, k] in _results.FINISHED_STATUSES
         and run_id(str(label), int(rank), int(seed)) not in requested)
     if dropped:
         raise ValueError(

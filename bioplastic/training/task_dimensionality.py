@@ -335,7 +335,9 @@ def _weight_layers(dataset: str, budget: TaskDimensionalityBudget, k: int, width
 def _final_accuracy(ds: xr.Dataset) -> xr.DataArray:
     """Final-epoch test accuracy per (rule, rank, seed); NaN for runs that did not finish."""
     acc = ds["test_accuracy"].isel(epoch=-1)
-    return acc.where(ds["status"].isin(["ok", "diverged"]))
+    from bioplastic.training.results import FINISHED_STATUSES
+
+    return acc.where(ds["status"].isin(list(FINISHED_STATUSES)))
 
 
 def check_budget(budget: str, dataset: str) -> TaskDimensionalityBudget:

@@ -1,0 +1,579 @@
+"""The experiments behind the claims of ``bioplastic reproduce``, with their settings per budget.
+
+An :class:`Experiment` is run once per budget and its result (an ``xarray.Dataset``) is shared by every claim
+that reads it (e.g. one MNIST comparison answers two claims). Each runner uses the package's own machinery:
+:func:`bioplastic.compare` (whose ``out`` folder makes a stopped run resume), :func:`bioplastic.theory.simulate`
+and the functions of the analysis scripts in ``analyses/`` (loaded from the repository checkout; a claim that
+needs one is reported ``not run`` where the folder is absent, e.g. in an installed wheel).
+
+Budgets: ``smoke`` (tiny sizes, tests the plumbing in about a minute; its numbers mean nothing), ``cpu`` (what 2
+CPU cores can do in a few hours; at least 3 seeds where a run takes under 10 minutes), ``gpu`` (the paper's
+recipes where the package has them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from bioplastic import io
+
+__all__ = ["BUDGETS", "Experiment", "Context", "NotAvailable", "EXPERIMENTS", "analysis_module", "ANALYSES_DIR"]
+
+log = logging.getLogger(__name__)
+
+BUDGETS = ("smoke", "cpu", "gpu")
+"""Budgets of ``bioplastic reproduce``, smallest first."""
+
+ANALYSES_DIR = Path(__file__).resolve().parents[2] / "analyses"
+"""The repository's ``analyses/`` folder (present in a checkout, absent from an installed wheel)."""
+
+
+class NotAvailable(RuntimeError):
+    """An experiment cannot run here (missing data, missing analysis, not built yet); the message says why."""
+
+
+@dataclasses.dataclass
+class Context:
+    """Where and how an experiment runs.
+
+    Attributes
+    ----------
+    out : pathlib.Path
+        The experiment's own folder (``DIR/experiments/<budget>/<name>``); runners keep resumable state here.
+    budget : str
+    device : str
+        Torch device for training (``"auto"``: CUDA where available).
+    data_root : pathlib.Path or None
+        The shared data folder (``cifar10/``, ``kriegeskorte2008/``, ``ringach2002/``), if known.
+    cifar10 : pathlib.Path or None
+        The CIFAR-10 folder (zip files or ``cifar-10-batches-py``), if found.
+    progress : bool
+        Progress bars.
+    """
+
+    out: Path
+    budget: str
+    device: str = "auto"
+    data_root: Path | None = None
+    cifar10: Path | None = None
+    progress: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One experiment: what it runs, per budget, and what it needs.
+
+    Attributes
+    ----------
+    name : str
+    description : str
+        One sentence for the report.
+    settings : mapping
+        Budget -> settings dict passed to ``run`` (``seeds`` among them for seeded experiments), or a string:
+        the reason the experiment is not run at that budget.
+    run : callable
+        ``run(ctx, settings) -> xarray.Dataset``; raises :class:`NotAvailable` when it cannot run here.
+    needs : tuple of str
+        Requirements checked before running: ``"cifar10"``, ``"kriegeskorte2008"``, ``"analyses/<file>.py"``.
+    plot : callable, optional
+        ``plot(ds, path)`` writes the experiment's figure (PNG).
+    table : callable, optional
+        ``table(ds) -> list of dict`` rows for the report (our numbers per condition, published ones beside).
+    seeded : bool
+        Whether ``--seeds`` applies.
+    """
+
+    name: str
+    description: str
+    settings: Mapping[str, Mapping[str, Any] | str]
+    run: Callable[[Context, dict], xr.Dataset]
+    needs: tuple[str, ...] = ()
+    plot: Callable[[xr.Dataset, Path], Any] | None = None
+    table: Callable[[xr.Dataset], list[dict[str, Any]]] | None = None
+    seeded: bool = True
+
+    def settings_for(self, budget: str, seeds: list[int] | None = None) -> dict[str, Any] | str:
+        """Settings at ``budget`` (``seeds`` overriding the budget's, for seeded experiments), or the reason
+        the experiment is not run at that budget."""
+        s = self.settings.get(budget, f"not defined for budget {budget!r}")
+        if isinstance(s, str):
+            return s
+        s = json.loads(json.dumps(dict(s)))  # a deep, JSON-clean copy
+        if self.seeded and seeds is not None:
+            s["seeds"] = [int(x) for x in seeds]
+        return s
+
+    def missing(self, ctx: Context) -> str | None:
+        """Why the experiment cannot run in ``ctx`` (a missing data folder or analysis script), or None."""
+        for need in self.needs:
+            if need == "cifar10":
+                if ctx.cifar10 is None:
+                    return ("CIFAR-10 not found: give --data-path (the shared data folder or a CIFAR-10 folder) or "
+                            "set BIOPLASTIC_SHARED_DATA")
+            elif need == "kriegeskorte2008":
+                f = None if ctx.data_root is None else (
+                    ctx.data_root / "kriegeskorte2008" / "Kriegeskorte_Neuron2008_supplementalData.mat")
+                if f is None or not f.exists():
+                    return ("the IT data (kriegeskorte2008/Kriegeskorte_Neuron2008_supplementalData.mat) were not "
+                            "found: give --data-path (the shared data folder) or set BIOPLASTIC_SHARED_DATA")
+            elif need.startswith("analyses/"):
+                if not (ANALYSES_DIR / need[len("analyses/"):]).exists():
+                    return f"needs {need} of a repository checkout (not part of an installed package)"
+            else:  # pragma: no cover - a programming error in the registry
+                raise ValueError(f"unknown requirement {need!r}")
+        return None
+
+
+def analysis_module(filename: str):
+    """Import ``analyses/<filename>`` of the repository checkout as a module (cached in ``sys.modules``).
+
+    Raises
+    ------
+    NotAvailable
+        The file does not exist (e.g. an installed wheel has no ``analyses/`` folder).
+    """
+    path = ANALYSES_DIR / filename
+    name = f"bioplastic_analyses_{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    if not path.exists():
+        raise NotAvailable(f"needs analyses/{filename} of a repository checkout")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _compare(ctx: Context, s: Mapping[str, Any], **fixed: Any) -> xr.Dataset:
+    """:func:`bioplastic.compare` into ``ctx.out/compare`` (resumable) with ``fixed`` and the budget's settings."""
+    import bioplastic
+
+    kwargs = dict(fixed)
+    for key in ("rules", "ranks", "rank_fractions", "feedback_learning", "model", "epochs", "max_train", "max_test",
+                "batch_size", "alignment", "warmup_epochs"):
+        if key in s:
+            kwargs[key] = s[key]
+    return bioplastic.compare(seeds=s["seeds"], out=ctx.out / "compare", device=ctx.device, progress=ctx.progress,
+                              keep_models=False, **kwargs)
+
+
+def _plot_compare(ds: xr.Dataset, path: Path) -> None:
+    from bioplastic.training.plots import plot_comparison
+
+    plot_comparison(ds, path)
+
+
+def _accuracy_table(ds: xr.Dataset, published: Mapping[tuple[str, int], float] | None = None) -> list[dict]:
+    """Final test accuracy (%) per run label and rank that was run: mean, s.d., n over seeds; with ``published``
+    ((label, rank) -> %), that column beside ours, and the published conditions we did not run as extra rows."""
+    from bioplastic.training.results import NO_RANK, rank_text
+
+    acc = 100 * ds["test_accuracy"].isel(epoch=-1)
+    rows, seen = [], set()
+    for label in ds["rule"].values:
+        for rank in ds["rank"].values:
+            ran = ds["status"].sel(rule=label, rank=rank).values != "not_applicable"
+            if not ran.any():
+                continue
+            v = acc.sel(rule=label, rank=rank).values[ran]
+            seen.add((str(label), int(rank)))
+            row = {"condition": str(label) + ("" if int(rank) == NO_RANK else f" r={rank_text(int(rank))}"),
+                   "final test accuracy (%)": float(np.mean(v)),
+                   "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)}
+            if published is not None:
+                row["published (%)"] = published.get((str(label), int(rank)), float("nan"))
+            rows.append(row)
+    for (label, rank), value in (published or {}).items():
+        if (label, rank) not in seen:
+            rows.append({"condition": label + ("" if rank == NO_RANK else f" r={rank}") + " (published only)",
+                         "final test accuracy (%)": float("nan"), "s.d.": float("nan"), "n": 0,
+                         "published (%)": value})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- linear theory
+LINEAR_RULES = ("bp", "ldfa_fixed", "ldfa_q_only", "ldfa_normative")
+
+
+def _run_linear_theory(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
+    """Gradient descent of the two-layer linear student (:func:`bioplastic.theory.simulate`), every rule of
+    :data:`LINEAR_RULES` at each rank, one run per seed (initial weights, random feedback, training set)."""
+    from bioplastic import theory
+    from bioplastic.architectures import load_spec
+
+    spec = load_spec("linear_teacher_student")
+    over = dict(s.get("spec", {}))
+    spec = {**spec, **{k: v for k, v in over.items() if k != "training"},
+            "training": {**spec["training"], **over.get("training", {})}}
+    teacher = theory.teacher_from_spec(spec)
+    tr = spec["training"]
+    steps = int(tr["steps"])
+    per_seed = []
+    for seed in s["seeds"]:
+        per_rank = []
+        for rank in s["ranks"]:
+            ds = theory.compare_rules(
+                list(LINEAR_RULES), teacher, executor="simulate", rank=int(rank), n_hidden=int(spec["n_hidden"]),
+                steps=steps, lr=float(tr["lr"]), feedback_lr=float(tr["feedback_lr"]), init=tr.get("init", "random"),
+                init_scale=float(tr["init_scale"]), feedback_init_scale=float(tr.get("feedback_init_scale", 1.0)),
+                n_samples=tr.get("n_samples"), record_every=max(1, steps // 100), seed=int(seed))
+            keep = ds[["loss", "mode_strength"]]
+            keep["initial_loss_zero_map"] = ds["initial_loss_zero_map"]
+            per_rank.append(keep)
+        per_seed.append(xr.concat(per_rank, dim="rank", coords="minimal", compat="override", combine_attrs="drop"))
+    out = xr.concat(per_seed, dim="seed", coords="minimal", compat="override", combine_attrs="drop")
+    out = out.assign_coords(seed=np.asarray(s["seeds"], dtype=np.int64), rank=np.asarray(s["ranks"], dtype=np.int64))
+    out["teacher_rank"] = ((), int(teacher.rank))
+    out.attrs["teacher"] = str(teacher)
+    return out
+
+
+def _plot_linear_theory(ds: xr.Dataset, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ranks = [int(r) for r in ds["rank"].values]
+    fig, axes = plt.subplots(1, len(ranks), figsize=(4.2 * len(ranks), 3.2), squeeze=False)
+    colors = dict(zip(ds["rule"].values, plt.cm.tab10.colors))
+    for ax, r in zip(axes[0], ranks):
+        for rule in ds["rule"].values:
+            for k, seed in enumerate(ds["seed"].values):
+                loss = ds["loss"].sel(rank=r, rule=rule, seed=seed)
+                ax.plot(ds["step"], loss / ds["loss"].sel(rank=r, rule=rule, seed=seed).isel(step=0),
+                        color=colors[rule], lw=1.2 if k == 0 else 0.6, alpha=1 if k == 0 else 0.5,
+                        label=str(rule) if k == 0 else None)
+        ax.set_yscale("log")
+        ax.set_title(f"feedback rank r = {r} (teacher rank {int(ds['teacher_rank'])})", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss / initial loss")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("linear teacher-student: loss per rule, every seed", fontsize=10)
+    fig.tight_layout()
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
+    plt.close(fig)
+
+
+def _linear_table(ds: xr.Dataset) -> list[dict]:
+    rows = []
+    fraction = ds["loss"].isel(step=-1) / ds["loss"].isel(step=0)
+    for r in ds["rank"].values:
+        for rule in ds["rule"].values:
+            v = fraction.sel(rank=r, rule=rule).values
+            rows.append({"condition": f"{rule} r={int(r)}", "final loss / initial loss": float(np.mean(v)),
+                         "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)})
+    return rows
+
+
+_SMALL_LINEAR = {"n_inputs": 32, "n_outputs": 16, "n_hidden": 16,
+                 "teacher": {"construction": "random", "singular_values": [5.0, 4.8, 4.5, 4.2], "seed": 0},
+                 "training": {"steps": 600, "lr": 0.015, "feedback_lr": 0.006, "init_scale": 0.05, "n_samples": 2000}}
+
+LINEAR_THEORY = Experiment(
+    name="linear_theory",
+    description="two-layer linear student learning a rank-4 linear teacher (models/linear_teacher_student.toml: "
+                "n=128, k=64, m=64, 5,000 steps of full-batch gradient descent on 100,000 samples) with BP and "
+                "LDFA (fixed, q_only, normative feedback) at r = 2 < 4 and r = 4; seeds vary the initial weights, "
+                "the random feedback and the training set, the teacher is the paper's",
+    settings={
+        "smoke": {"seeds": [0, 1, 2], "ranks": [2, 4], "spec": _SMALL_LINEAR},
+        "cpu": {"seeds": [0, 1, 2], "ranks": [2, 4]},
+        "gpu": {"seeds": [0, 1, 2, 3, 4], "ranks": [2, 4]},
+    },
+    run=_run_linear_theory, plot=_plot_linear_theory, table=_linear_table)
+
+
+# ---------------------------------------------------------------------------------------------- MNIST MLP
+def _run_mnist(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
+    return _compare(ctx, s, rules=["bp", "ldfa"], feedback_learning=["normative", "fixed"], dataset="mnist")
+
+
+MNIST_MLP = Experiment(
+    name="mnist_mlp",
+    description="bioplastic compare on the embedded MNIST digits (5,000 train / 10,000 test; 784-256-256-10 MLP "
+                "of models/mlp_mnist.toml and its recipe): BP and LDFA with adaptive (normative) and fixed random "
+                "feedback",
+    settings={
+        "smoke": {"seeds": [0, 1], "ranks": [3, 10], "epochs": 1, "max_train": 300, "max_test": 500,
+                  "alignment": False},
+        "cpu": {"seeds": [0, 1, 2], "ranks": [1, 3, 10]},
+        "gpu": {"seeds": [0, 1, 2, 3, 4], "ranks": [1, 3, 10]},
+    },
+    run=_run_mnist, plot=_plot_compare, table=_accuracy_table)
+
+
+# ------------------------------------------------------------------------------------ task dimensionality
+def _run_task_dimensionality(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
+    raise NotAvailable("needs the task-dimensionality experiment of issue 12 (CIFAR subsets of K classes, "
+                       "network widths), which this version of bioplastic does not have yet")
+
+
+TASK_DIMENSIONALITY = Experiment(
+    name="task_dimensionality",
+    description="the rank LDFA needs to reach BP as a function of the number of classes K and of the width "
+                "(issue 12)",
+    settings={"smoke": {"seeds": [0]}, "cpu": {"seeds": [0, 1, 2]}, "gpu": {"seeds": [0, 1, 2]}},
+    run=_run_task_dimensionality)
+
+
+# -------------------------------------------------------------------------------------------- CNN CIFAR-10
+def _run_cnn(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
+    return _compare(ctx, s, rules=["bp", "fa", "dfa", "ldfa"], ranks=[], rank_fractions=[0.25],
+                    feedback_learning=["normative"], dataset="cifar10", data_path=ctx.cifar10)
+
+
+CNN_CIFAR = Experiment(
+    name="cnn_cifar",
+    description="bioplastic compare on CIFAR-10 (JPEG re-encodings): BP, FA, DFA and LDFA with every layer's "
+                "rank at width/4 (normative feedback), cnn_small on CPU, the paper's vgg_cifar on GPU",
+    settings={
+        "smoke": {"seeds": [0, 1], "model": "cnn_small", "epochs": 1, "max_train": 256, "max_test": 256,
+                  "alignment": False},
+        "cpu": {"seeds": [0, 1, 2], "model": "cnn_small", "epochs": 4, "max_train": 10000},
+        "gpu": {"seeds": [0, 1, 2], "model": "vgg_cifar"},
+    },
+    run=_run_cnn, needs=("cifar10",), plot=_plot_compare, table=_accuracy_table)
+
+
+# -------------------------------------------------------------------------------------------- ViT CIFAR-10
+VIT_PUBLISHED = {("bp", -1): 91.34, ("ldfa_normative", 48): 91.26, ("ldfa_normative", 32): 90.77,
+                 ("ldfa_normative", 24): 90.23, ("ldfa_normative", 16): 89.40}
+"""The authors' CIFAR-10 ViT top-1 (%): patch 4, width 384, depth 8, 250 epochs, mean of 5 seeds
+(Hanut & Kadmon 2025; their repository)."""
+
+
+def _run_vit(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
+    return _compare(ctx, s, rules=["bp", "ldfa"], feedback_learning=["normative"], dataset="cifar10",
+                    data_path=ctx.cifar10)
+
+
+VIT_CIFAR = Experiment(
+    name="vit_cifar",
+    description="bioplastic compare on CIFAR-10: BP and LDFA (normative feedback) at several ranks with the "
+                "ViT (vit_small on CPU; the paper's vit_cifar recipe on GPU)",
+    settings={
+        "smoke": {"seeds": [0, 1], "model": "vit_small", "ranks": [4, 32], "epochs": 2, "warmup_epochs": 0,
+                  "max_train": 128, "max_test": 256, "alignment": False},
+        "cpu": {"seeds": [0, 1, 2], "model": "vit_small", "ranks": [4, 10, 32], "epochs": 5, "max_train": 10000,
+                "alignment": False},
+        "gpu": {"seeds": [0, 1, 2], "model": "vit_cifar", "ranks": [16, 24, 32, 48], "alignment": False},
+    },
+    run=_run_vit, needs=("cifar10",), plot=_plot_compare,
+    table=lambda ds: _accuracy_table(ds, VIT_PUBLISHED))
+
+
+# ---------------------------------------------------------------------------------------------- FLOP ratio
+def _run_flops(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
+    mod = analysis_module("compute_savings.py")
+    return mod.run([s["model"]], s["ranks"], ["normative"], batch_size=int(s["batch_size"]), repeats=0,
+                   time_models=[], device="cpu")
+
+
+def _plot_flops(ds: xr.Dataset, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for m in ds["model"].values:
+        ratio = ds["weight_flop_ratio"].sel(model=m).isel(feedback_learning=0)
+        ax.plot(ds["rank"], ratio, "o-", label=f"{m}: LDFA / BP")
+        ax.axhline(float(ds["flop_ratio_limit"].sel(model=m)), color="0.5", ls=":", label="r -> 0 limit")
+    ax.axhline(2 / 3, color="k", ls="--", lw=0.8, label="2/3")
+    ax.set_xscale("log")
+    ax.set_xlabel("feedback rank r")
+    ax.set_ylabel("weight-layer FLOPs per step, LDFA / BP")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
+    plt.close(fig)
+
+
+def _flops_table(ds: xr.Dataset) -> list[dict]:
+    rows = []
+    for m in ds["model"].values:
+        for r in ds["rank"].values:
+            rows.append({"condition": f"{m} r={int(r)}",
+                         "weight-layer FLOP ratio LDFA / BP": float(ds["weight_flop_ratio"].sel(model=m, rank=r)
+                                                                    .isel(feedback_learning=0)),
+                         "r -> 0 limit": float(ds["flop_ratio_limit"].sel(model=m))})
+    return rows
+
+
+FLOPS = Experiment(
+    name="flops",
+    description="FLOPs of one training step counted by torch.utils.flop_counter (analyses/compute_savings.py), "
+                "BP versus LDFA at several ranks, on the ViT",
+    settings={
+        "smoke": {"model": "vit_small", "ranks": [1, 32], "batch_size": 2},
+        "cpu": {"model": "vit_small", "ranks": [1, 2, 4, 8, 16, 32], "batch_size": 16},
+        "gpu": {"model": "vit_cifar", "ranks": [1, 4, 16, 48, 128], "batch_size": 16},
+    },
+    run=_run_flops, needs=("analyses/compute_savings.py",), plot=_plot_flops, table=_flops_table, seeded=False)
+
+
+# ------------------------------------------------------------------------------------- receptive fields
+def _run_receptive_fields(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
+    mod = analysis_module("receptive_fields.py")
+    parts = []
+    for seed in s["seeds"]:
+        path = ctx.out / f"seed{seed}" / "receptive_fields.nc"
+        if path.exists():
+            ds = io.load(path)
+        else:
+            ds = mod.run(out=ctx.out / f"seed{seed}", data=ctx.cifar10, ranks=s["ranks"], budget=s["analysis_budget"],
+                         feedback_learning=s.get("feedback_learning", "normative"), seed=int(seed), device=ctx.device,
+                         cache_dir=None, progress=ctx.progress)
+            io.save(ds, path)
+        keep = [v for v in ("centre_surround_index", "orientation_selectivity_index", "circular_variance",
+                            "test_accuracy", "n_driven_units") if v in ds]
+        parts.append(ds[keep].drop_attrs() if hasattr(ds, "drop_attrs") else ds[keep])
+    out = xr.concat(parts, dim="seed", coords="minimal", compat="override", combine_attrs="drop")
+    return out.assign_coords(seed=np.asarray(s["seeds"], dtype=np.int64))
+
+
+def _rf_table(ds: xr.Dataset) -> list[dict]:
+    rows = []
+    for label in ds["rule"].values:
+        for layer in ds["layer"].values:
+            med = ds["centre_surround_index"].sel(rule=label, layer=layer).median("neuron").values
+            osi = ds["orientation_selectivity_index"].sel(rule=label, layer=layer).median("neuron").values
+            rows.append({"condition": f"{label} {layer}", "median centre-surround index": float(np.nanmean(med)),
+                         "median orientation selectivity": float(np.nanmean(osi)), "n": int(med.size)})
+    return rows
+
+
+RECEPTIVE_FIELDS = Experiment(
+    name="receptive_fields",
+    description="retina + ventral-stream CNN (Lindsey et al. 2019) on grayscale CIFAR-10 trained with BP and "
+                "LDFA at a low and a high rank (analyses/receptive_fields.py); reverse-correlation receptive "
+                "fields of the retina's units and their centre-surround / orientation indices",
+    settings={
+        "smoke": "the retina needs a trained network to show receptive-field structure; the smoke budget cannot "
+                 "train one (run --budget cpu)",
+        "cpu": {"seeds": [0], "ranks": [1, 16], "analysis_budget": "cpu"},
+        "gpu": {"seeds": [0, 1, 2], "ranks": [1, 2, 4, 32], "analysis_budget": "paper"},
+    },
+    run=_run_receptive_fields, needs=("cifar10", "analyses/receptive_fields.py"), table=_rf_table)
+
+
+# -------------------------------------------------------------------------------------------- rate network
+def _run_rate(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
+    raise NotAvailable("needs the autograd twin of the rate network (the same 784-256-10 network, digits and "
+                       "online order trained by bioplastic.convert with batch size 1), which is not built yet")
+
+
+RATE_NETWORK = Experiment(
+    name="rate_network",
+    description="the rate network of bioplastic.rate (models/rate_mnist.toml) trained online on MNIST next to "
+                "its autograd twin",
+    settings={"smoke": {"seeds": [0]}, "cpu": {"seeds": [0, 1, 2]}, "gpu": {"seeds": [0, 1, 2]}},
+    run=_run_rate)
+
+
+# ------------------------------------------------------------------------------------------ IT similarity
+def _run_rsa_it(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
+    mod = analysis_module("rsa_it.py")
+    argv = ["--out", str(ctx.out), "--data", str(ctx.data_root), "--budget", s["analysis_budget"],
+            "--rules", "bp,ldfa", "--ranks", str(s["rank"]), "--feedback-learning", "normative",
+            "--seeds", ",".join(str(x) for x in s["seeds"]),
+            "--device", "cuda" if ctx.device == "auto" and _cuda() else ("cpu" if ctx.device == "auto" else ctx.device)]
+    for key in ("epochs", "max_train"):
+        if key in s:
+            argv += [f"--{key.replace('_', '-')}", str(s[key])]
+    mod.main(argv)
+    return io.load(ctx.out / "rsa_it.nc")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _rsa_table(ds: xr.Dataset) -> list[dict]:
+    rows = []
+    best = ds["similarity_human_it"].max("layer")
+    for label in ds["rule"].values:
+        for rank in ds["rank"].values:
+            v = best.sel(rule=label, rank=rank).values
+            v = v[np.isfinite(v)]
+            if v.size:
+                rows.append({"condition": f"{label}" + ("" if int(rank) < 0 else f" r={int(rank)}"),
+                             "best-layer similarity to human IT": float(np.mean(v)),
+                             "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)})
+    for bound in ("lower", "upper"):
+        rows.append({"condition": f"human IT noise ceiling, {bound} bound",
+                     "best-layer similarity to human IT": float(ds[f"noise_ceiling_{bound}"]), "s.d.": float("nan"),
+                     "n": 0})
+    return rows
+
+
+RSA_IT = Experiment(
+    name="rsa_it",
+    description="networks trained on CIFAR-10 with BP and LDFA (cnn_small, analyses/rsa_it.py) shown the 92 images "
+                "of Kriegeskorte et al. (2008); each layer's RDM compared with the human IT RDMs (Spearman)",
+    settings={
+        "smoke": {"seeds": [0], "rank": 4, "analysis_budget": "small", "epochs": 1, "max_train": 128},
+        "cpu": {"seeds": [0, 1, 2], "rank": 8, "analysis_budget": "full", "epochs": 3, "max_train": 10000},
+        "gpu": {"seeds": [0, 1, 2], "rank": 8, "analysis_budget": "full"},
+    },
+    run=_run_rsa_it, needs=("cifar10", "kriegeskorte2008", "analyses/rsa_it.py"), table=_rsa_table)
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    LINEAR_THEORY, MNIST_MLP, TASK_DIMENSIONALITY, CNN_CIFAR, VIT_CIFAR, FLOPS, RECEPTIVE_FIELDS, RATE_NETWORK,
+    RSA_IT)}
+"""Every experiment by name."""
+
+
+def find_data(data_path: str | os.PathLike | None) -> tuple[Path | None, Path | None]:
+    """(shared data folder, CIFAR-10 folder) from ``data_path`` or ``$BIOPLASTIC_SHARED_DATA``.
+
+    ``data_path`` may be the shared data folder (holding ``cifar10/``, ``kriegeskorte2008/``, ...) or a CIFAR-10
+    folder itself (zip files ``cifar10-jpeg-*.zip`` or ``cifar-10-batches-py/``); then its parent is taken as the
+    shared folder. Nothing found gives None (the claims needing it are reported ``not run``).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``data_path`` is given but does not exist.
+    """
+    from bioplastic.training.compare import SHARED_DATA_VARIABLE
+
+    if data_path is None:
+        env = os.environ.get(SHARED_DATA_VARIABLE)
+        if not env:
+            return None, None
+        root = Path(env)
+        if not root.is_dir():
+            return None, None
+    else:
+        root = Path(data_path)
+        if not root.exists():
+            raise FileNotFoundError(f"data path {root} does not exist")
+
+    def is_cifar(p: Path) -> bool:
+        return p.is_dir() and (any(p.glob("cifar10-jpeg-*.zip")) or (p / "cifar-10-batches-py").is_dir())
+
+    if is_cifar(root):
+        return root.parent, root
+    return root, (root / "cifar10") if is_cifar(root / "cifar10") else None
