@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import numbers
 import os
 import re
 import shutil
@@ -634,9 +635,9 @@ def _check_classes_request(classes: Any) -> int | list[int] | None:
         except ValueError:
             raise ValueError(f"classes: cannot read {classes!r} as a number of classes K or a list "
                              f"like '3,7,9'") from None
-    if isinstance(classes, bool) or isinstance(classes, float):
+    if isinstance(classes, (bool, float)):
         raise ValueError(f"classes must be an int K >= 2 or a list of >= 2 class indices, got {classes!r}")
-    if isinstance(classes, int):
+    if isinstance(classes, numbers.Integral):
         if classes < 2:
             raise ValueError(f"classes={classes}: a classification task needs at least 2 classes (K >= 2)")
         return int(classes)
