@@ -268,3 +268,16 @@ def test_bad_device_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="unknown device"):
         bioplastic.reproduce(budget="smoke", out=tmp_path / "o", device="gpu0")
     assert not (tmp_path / "o").exists()
+
+
+def test_log_slope_of_r_star_on_planted_values():
+    """r* = K gives slope 1, r* independent of K slope 0, r* = sqrt(K) slope 0.5; a rank never reached (inf)
+    leaves that seed without a value."""
+    from bioplastic.reproduction.claims import _log_slope
+
+    k = np.array([5.0, 10.0, 20.0, 40.0])
+    r = xr.DataArray(np.stack([k, np.full(4, 8.0), np.sqrt(k), np.r_[k[:3], np.inf]], axis=1),
+                     dims=("K", "seed"), coords={"K": k, "seed": [0, 1, 2, 3]})
+    slope = _log_slope(r, "K")
+    np.testing.assert_allclose(slope.values[:3], [1.0, 0.0, 0.5], atol=1e-12)
+    assert np.isnan(slope.values[3])
