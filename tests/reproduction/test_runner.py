@@ -288,3 +288,14 @@ def test_log_slope_of_r_star_on_planted_values():
     slope = _log_slope(r, "K")
     np.testing.assert_allclose(slope.values[:3], [1.0, 0.0, 0.5], atol=1e-12)
     assert np.isnan(slope.values[3])
+
+
+def test_cli_runs_prints_the_verdicts_and_writes_the_markdown_twin(fake_registry, tmp_path, capsys):
+    md = tmp_path / "docs" / "reproduction.md"
+    assert main(["reproduce", "--budget", "smoke", "--out", str(tmp_path / "o"), "--claims", "above,below",
+                 "--threads", "1", "--markdown", str(md), "--label", "a test"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^above\s+reproduced\s+2\.1 \(n=3\)$", out, re.M), out
+    assert re.search(r"^below\s+not reproduced", out, re.M)
+    assert (tmp_path / "o" / "claims.nc").exists() and (tmp_path / "o" / "report.html").exists()
+    assert "a test" in md.read_text()
