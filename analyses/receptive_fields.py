@@ -7,7 +7,8 @@ This script measures it. For each condition (backprop; LDFA at each ``--ranks`` 
 learning by default; and the untrained network as a control) it
 
 1. trains ``models/retina_vvs.toml`` (or its CPU-sized variant, see ``--budget``) on grayscale CIFAR-10
-   with :func:`bioplastic.training.trainer.train`;
+   with :func:`bioplastic.training.trainer.train` (LDFA on the VVS convolutions only, as the spec's ``[rule]``
+   table says and the authors did: the retina and the classifier stay on backprop);
 2. measures the receptive field of the centre unit of every channel of the retina's layers
    (``retina.relu1``, ``retina.relu2``) by white-noise reverse correlation
    (:func:`bioplastic.analysis.receptive_fields.measure_receptive_fields`, forward passes only, so the
@@ -19,7 +20,7 @@ learning by default; and the untrained network as a control) it
 
 Budgets (``--budget``; ``BIOPLASTIC_NOTEBOOK_BUDGET`` sets the default): ``small`` (seconds; a smoke run),
 ``cpu`` (a narrower retina: 16 channels, one VVS layer, FC 128; 5,000 images, 3 epochs; tens of minutes on
-2 busy cores), ``paper`` (the spec as shipped: 32 channels, two VVS layers, FC 1024, all 50,000 images,
+2 busy cores), ``paper`` (the spec as shipped: 32 channels, three VVS layers, FC 1024, all 50,000 images,
 20 epochs: for a GPU).
 
 Usage::

@@ -129,9 +129,14 @@ def network_stimuli(images: xr.DataArray, dataset: str, data_path: Path | None) 
 
 # ------------------------------------------------------------------------------------------ analysis
 def layer_rdms(net: torch.nn.Module, stimuli: torch.Tensor, layers: list[str], distance: str,
-               device: str) -> xr.DataArray:
-    """RDMs of ``layers`` of ``net`` for ``stimuli``, stacked along ``layer``."""
-    acts = A.record_activations(net.to(device), stimuli, layers, device=device)
+               device: str, labels: Any = None) -> xr.DataArray:
+    """RDMs of ``layers`` of ``net`` for ``stimuli``, stacked along ``layer``.
+
+    ``labels``: the stimuli's labels (the IT RDMs' ``stimulus`` coordinate), so that ``compare_rdms`` matches
+    the network's RDMs with the IT RDMs stimulus by stimulus (default: positions 0..n-1).
+    """
+    coords = None if labels is None else {"stimulus": np.asarray(labels)}
+    acts = A.record_activations(net.to(device), stimuli, layers, device=device, coords=coords)
     return A.rdm_stack({name: A.rdm(acts[name], distance) for name in layers}, "layer")
 
 
@@ -167,7 +172,7 @@ def analyse(args: argparse.Namespace, results: xr.Dataset, train_dir: Path, neur
     rdms = np.full(shape + (92, 92), np.nan)
     for label, rank, seed, net in entries:
         idx = (rules.index(label), ranks.index(rank), seeds.index(seed))
-        stack = layer_rdms(net, stimuli, layers, args.distance, args.device)
+        stack = layer_rdms(net, stimuli, layers, args.distance, args.device, labels=neural["stimulus"].values)
         rdms[idx] = stack.values
         monkey[idx] = A.compare_rdms(stack, neural["monkey_it"], args.method).values
         per_subject = A.compare_rdms(stack, human, args.method).transpose("layer", "subject").values

@@ -1,8 +1,9 @@
 """The ``bioplastic`` command.
 
 ``bioplastic compare`` trains learning rules side by side (default: backprop, feedback alignment, direct
-feedback alignment, sign symmetry and LDFA at ranks 1, 3, 10, adaptive and fixed, on the MNIST digits
-embedded in the package), prints a table and writes ``results.nc`` and ``figure.png`` to ``--out``.
+feedback alignment, sign symmetry and LDFA at ranks 1, 3, 10 with normative (reads W), local and fixed
+feedback, on the MNIST digits embedded in the package), prints a table and writes ``results.nc`` and
+``figure.png`` to ``--out``.
 Run ``bioplastic compare --help`` for the options.
 """
 from __future__ import annotations
@@ -33,6 +34,24 @@ def _rule_option(text: str) -> tuple[str, Any]:
         return key.strip(), json.loads(value)
     except json.JSONDecodeError:
         return key.strip(), value
+
+
+def _key_value_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of --model-option / --dataset-option: a JSON value (``40``, ``0.1``, ``true``,
+    ``[512, 512]``), a comma-separated list of them (``512,512``), else the text."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = (part.strip() for part in text.split("=", 1))
+
+    def one(item: str) -> Any:
+        try:
+            return json.loads(item)
+        except json.JSONDecodeError:
+            return item
+
+    if "," in value and not value.startswith("["):
+        return key, [one(v.strip()) for v in value.split(",") if v.strip()]
+    return key, one(value)
 
 
 def _add_log_options(parser: argparse.ArgumentParser, prefix: str) -> None:
@@ -72,20 +91,28 @@ def _parser() -> argparse.ArgumentParser:
                         "ceil(F * its width), e.g. 0.25 for width/4 (each in (0, 1]; one run per fraction)")
     g.add_argument("--feedback-learning", default=",".join(DEFAULT_FEEDBACK_LEARNING),
                    help="comma-separated ways LDFA's feedback learns (fixed, q_only, normative, local, oja); "
-                        "one run per way, labelled e.g. ldfa_normative, ldfa_fixed")
+                        "one run per way, labelled e.g. ldfa_normative, ldfa_fixed; normative reads the forward "
+                        "weights W (weight transport), the others do not")
     g.add_argument("--seeds", default="0", help="comma-separated seeds")
     g.add_argument("--rule-option", action="append", type=_rule_option, default=[], metavar="KEY=VALUE",
                    help="extra option for every low-rank run (repeatable), e.g. error_clamp=1; options of one "
                         "feedback-learning mode need that mode alone, e.g. --feedback-learning normative "
                         "--rule-option reinit_every=100")
     g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", default="mnist", help="mnist (embedded), digits (scikit-learn) or cifar10 "
+    g.add_argument("--dataset", default="mnist", help="mnist (embedded), digits (scikit-learn), teacher (synthetic, any number of classes) or cifar10 "
                    "(needs --data-path or $BIOPLASTIC_SHARED_DATA)")
     g.add_argument("--data-path", default=None, help="folder or zip files of a dataset that is not embedded, "
                    "e.g. ../shared/data/cifar10 (cifar10 default: $BIOPLASTIC_SHARED_DATA/cifar10 when that "
                    "variable is set)")
     g.add_argument("--model", default=None, help="model spec name in models/ or a .toml path (default per "
                    "dataset: " + ", ".join(f"{k}: {v}" for k, v in DEFAULT_MODELS.items()) + ")")
+    g.add_argument("--classes", default=None, metavar="K | C1,C2,...",
+                   help="train and test on the first K classes (--classes 5) or on the listed classes "
+                        "(--classes 3,7,9); labels re-indexed 0..K-1, output layer sized to K")
+    g.add_argument("--model-option", action="append", type=_key_value_option, default=[], metavar="KEY=VALUE",
+                   help="override a top-level key of the model spec, e.g. hidden=512,512 or dropout=0 (repeatable)")
+    g.add_argument("--dataset-option", action="append", type=_key_value_option, default=[], metavar="KEY=VALUE",
+                   help="an option of the dataset's loader, e.g. n_classes=40 for --dataset teacher (repeatable)")
     g.add_argument("--max-train", type=int, default=None, help="train on a fixed random subset of N training examples (the same for every run)")
     g.add_argument("--max-test", type=int, default=None, help="evaluate on the first N test examples")
     g.add_argument("--cache-dir", default=None, help="where cifar10 caches its decoded images")
@@ -194,7 +221,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     if args.dataset == "cifar10" and args.data_path is None and not os.environ.get(SHARED_DATA_VARIABLE):
         raise ValueError("dataset 'cifar10' is not embedded: give --data-path (a folder with "
                          "cifar10-jpeg-train.zip / cifar10-jpeg-test.zip or cifar-10-batches-py/) or set "
-                         f"{SHARED_DATA_VARIABLE} (its cifar10 folder is used)")
+                         f"{SHARED_DATA_VARIABLE} (its cifar10 folder is used); where to get CIFAR-10: "
+                         "docs/data.md of the bioplastic repository")
     kwargs = dict(
         rules=args.rules, ranks=args.ranks, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset,
         out=args.out, feedback_learning=args.feedback_learning, model=args.model, data_path=args.data_path,
@@ -212,6 +240,16 @@ def _run_compare(args: argparse.Namespace) -> int:
     for name in ("rank_fractions", "max_test", "cache_dir"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
+    if args.classes is not None:
+        kwargs["classes"] = args.classes
+    for name in ("model_option", "dataset_option"):
+        pairs = getattr(args, name)
+        keys = [k for k, _ in pairs]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise ValueError(f"--{name.replace('_', '-')} {', '.join(repeated)} given more than once")
+        if pairs:
+            kwargs[name + "s"] = dict(pairs)
     extra = {name: getattr(args, name) for name in _EXTRA_TRAIN_OPTIONS if getattr(args, name) is not None}
     if extra:
         kwargs["train_options"] = extra
@@ -232,8 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 on success, 2 for bad arguments or data (the message names the problem),
-        130 after Ctrl-C (finished runs are saved; the same command resumes).
+        Exit status: 0 on success, 2 for bad arguments or data, an output file that cannot be written
+        (no space left, quota) or an ``--out`` folder in use by another ``bioplastic compare`` (one line
+        naming the problem), 130 after Ctrl-C (finished runs are saved; the same command resumes).
     """
     parser = _parser()
     args = parser.parse_args(argv)
@@ -250,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.INFO)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from bioplastic.io import FolderInUseError, WriteError
+
     try:
         if args.command == "compare":
             with logging_redirect_tqdm():  # log lines do not break the progress bars
@@ -257,7 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "reproduce":
             with logging_redirect_tqdm():
                 return _run_reproduce(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, WriteError, FolderInUseError) as exc:
+        # bad input, a missing file, a file that cannot be written (no space left, quota), an --out folder
+        # in use by another run: one line naming the problem, no traceback (-vv logs it)
         log.debug("details", exc_info=True)
         parser.exit(2, f"bioplastic {args.command}: error: {exc}\n")
     except KeyboardInterrupt:

@@ -13,6 +13,9 @@ Dimensionality (``dimensionality``)
 Activations (``activations``)
     :func:`record_activations`: named layers of a torch model -> Dataset, one variable per layer;
     :func:`representation_layers` picks the usual ones (nonlinearities, global pooling, readout).
+Stimulus alignment
+    :func:`align_stimuli`: reorder one input's stimuli to another's labels (or refuse different stimulus
+    sets, naming the stimuli); every function above that takes two labelled inputs uses it.
 Receptive fields (``receptive_fields``, imported on first use).
 
 See ``docs/analysis.md`` for a tour.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 
+from bioplastic.analysis._inputs import align_stimuli
 from bioplastic.analysis.activations import (
     leaf_layers,
     neuron_dim,
@@ -41,7 +45,7 @@ from bioplastic.analysis.rsa import (
 from bioplastic.analysis.spectrum import cv_pca, pca_spectrum, powerlaw_fit
 
 __all__ = [
-    "cka", "cka_matrix", "compare_rdms", "cv_pca", "from_rsatoolbox_rdms", "gram", "hsic_estimate",
+    "align_stimuli", "cka", "cka_matrix", "compare_rdms", "cv_pca", "from_rsatoolbox_rdms", "gram", "hsic_estimate",
     "leaf_layers", "lifetime_sparseness", "neuron_dim", "noise_ceiling", "participation_ratio", "pca_spectrum",
     "population_sparseness", "powerlaw_fit", "rdm", "rdm_stack", "record_activations", "representation_layers", "to_rsatoolbox_dataset",
     "to_rsatoolbox_rdms",

@@ -11,6 +11,7 @@ from bioplastic._checks import check_finite
 
 STIMULUS = "stimulus"
 REPEAT = "repeat"
+RDM_ROW, RDM_COL = "stimulus_i", "stimulus_j"
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
@@ -88,6 +89,7 @@ def check_same_stimuli(ref: np.ndarray, labels: np.ndarray, ref_name: str, name:
     ------
     ValueError
         Naming up to 10 stimuli of ``ref`` missing from ``labels`` and 10 extra ones, or the duplicated labels.
+        When one side carries the default labels 0..n-1 of unlabelled stimuli, the message says how to label it.
     """
     ref_list, lab_list = ref.tolist(), labels.tolist()
     set_ref, set_lab = set(ref_list), set(lab_list)
@@ -100,4 +102,89 @@ def check_same_stimuli(ref: np.ndarray, labels: np.ndarray, ref_name: str, name:
         parts.append(f"{len(missing)} stimuli of {ref_name} missing from {name}: {missing[:10]}")
     if extra:
         parts.append(f"{len(extra)} extra stimuli in {name} not in {ref_name}: {extra[:10]}")
-    raise ValueError(f"{ref_name} and {name} hold different stimulus sets: " + ("; ".join(parts) or "duplicated labels"))
+    if not parts:
+        dup = sorted({v for v in ref_list if ref_list.count(v) > 1} | {v for v in lab_list if lab_list.count(v) > 1},
+                     key=str)
+        parts.append(f"duplicated labels {dup[:10]}")
+    message = f"{ref_name} and {name} hold different stimulus sets: " + "; ".join(parts)
+    positional = [n for n, lab in ((ref_name, ref_list), (name, lab_list)) if lab == list(range(len(lab)))]
+    if len(positional) == 1:
+        message += (f". {positional[0]} carries the default labels 0..n-1 of unlabelled stimuli; label its stimuli "
+                    "(record_activations(..., coords={'stimulus': names}) or X.assign_coords(stimulus=names)) "
+                    "before comparing")
+    raise ValueError(message)
+
+
+def stimulus_labels(x: Any, name: str = "x") -> np.ndarray | None:
+    """The stimulus labels of a DataArray or Dataset: the ``stimulus`` coordinate, or the (equal) row and
+    column labels ``stimulus_i`` / ``stimulus_j`` of an RDM; None for arrays, tensors and unlabelled data.
+
+    Raises
+    ------
+    ValueError
+        An RDM whose row and column labels differ (its rows and columns are not the same stimuli in the
+        same order), or data with both a ``stimulus`` and RDM stimulus dims whose labels differ.
+    """
+    if not isinstance(x, (xr.DataArray, xr.Dataset)):
+        return None
+    labels = None
+    if STIMULUS in x.dims and STIMULUS in x.coords:
+        labels = np.asarray(x[STIMULUS].values)
+    if RDM_ROW in x.coords and RDM_COL in x.coords and RDM_ROW in x.dims:
+        rows, cols = np.asarray(x[RDM_ROW].values), np.asarray(x[RDM_COL].values)
+        if rows.shape != cols.shape or not np.array_equal(rows, cols):
+            raise ValueError(f"{name} has different stimulus labels on {RDM_ROW!r} and {RDM_COL!r}; an RDM's rows "
+                             "and columns must be the same stimuli in the same order (reorder it with "
+                             f"x.sel({RDM_COL}=x['{RDM_ROW}'].values))")
+        if labels is not None and not np.array_equal(labels, rows):
+            raise ValueError(f"{name} has different labels on {STIMULUS!r} and on its RDM dims")
+        labels = rows
+    return labels
+
+
+def align_stimuli(ref: Any, other: Any, ref_name: str = "ref", other_name: str = "other") -> Any:
+    """Reorder ``other``'s stimuli to follow ``ref``'s stimulus labels, or refuse different stimulus sets.
+
+    Every analysis of ``bioplastic.analysis`` that takes two labelled inputs (``compare_rdms``, ``rdm_stack``,
+    ``noise_ceiling`` of several RDMs, ``cka``, ``cka_matrix``) aligns them with this function, so that
+    responses or RDMs are compared stimulus by stimulus, never by position. Use it directly to put your own
+    data (e.g. the output of :func:`bioplastic.analysis.record_activations` and a neural recording) in the
+    same stimulus order.
+
+    Parameters
+    ----------
+    ref, other : xarray.DataArray, xarray.Dataset, numpy.ndarray or torch.Tensor
+        Responses with a labelled ``stimulus`` dimension (``record_activations`` output, a recording), or
+        RDMs with labelled ``stimulus_i`` and ``stimulus_j`` dimensions (:func:`bioplastic.analysis.rdm`),
+        possibly stacked (extra dims such as ``layer`` or ``subject``). ``ref`` and ``other`` may be of
+        different kinds (an RDM and responses). Inputs without stimulus labels (arrays, tensors, DataArrays
+        without a stimulus coordinate) cannot be aligned: ``other`` is then returned unchanged and the two are
+        compared by position.
+    ref_name, other_name : str
+        Names used in error messages.
+
+    Returns
+    -------
+    same type as ``other``
+        ``other`` with every stimulus dimension (``stimulus``, or ``stimulus_i`` and ``stimulus_j``) in the
+        order of ``ref``'s labels (the labels and any stimulus coordinates travel with the data); ``other``
+        itself if it is already in that order or either input is unlabelled.
+
+    Raises
+    ------
+    ValueError
+        The two hold different stimulus sets: the message names up to 10 stimuli of ``ref`` missing from
+        ``other`` and 10 extra ones (and says how to label data that carry the default labels 0..n-1);
+        duplicated labels; an RDM whose row and column labels differ.
+
+    Examples
+    --------
+    >>> b = align_stimuli(a, b_sorted_by_category)         # doctest: +SKIP
+    """
+    ref_labels = stimulus_labels(ref, ref_name)
+    labels = stimulus_labels(other, other_name)
+    if ref_labels is None or labels is None or np.array_equal(ref_labels, labels):
+        return other
+    check_same_stimuli(ref_labels, labels, ref_name, other_name)
+    index = {dim: ref_labels for dim in (STIMULUS, RDM_ROW, RDM_COL) if dim in other.dims}
+    return other.sel(index)

@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 
 from bioplastic._checks import check_finite, check_positive_int
-from bioplastic.analysis._inputs import STIMULUS
+from bioplastic.analysis._inputs import STIMULUS, stimulus_coords
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,12 @@ def record_activations(model: torch.nn.Module, stimuli: Any, layers: Sequence[st
     ----------
     model : torch.nn.Module
         Any model; layers are named as in ``model.named_modules()`` (e.g. ``"features.3"``).
-    stimuli : torch.Tensor or numpy.ndarray
+    stimuli : torch.Tensor, numpy.ndarray or xarray.DataArray
         Model inputs, shape (stimulus, ...) (images (stimulus, channel, height, width)), floating point,
-        already scaled as the model expects (e.g. ``dataset.transform(x)``).
+        already scaled as the model expects (e.g. ``dataset.transform(x)``). A DataArray must have a
+        ``stimulus`` dim (moved first; the other dims keep their order and are the model's input dims); its
+        ``stimulus`` labels and other coordinates along ``stimulus`` are carried to the output, so that
+        RDMs and CKA of the recording are aligned by label with other labelled data.
     layers : sequence of str, optional
         Module names to record; default every leaf module (``leaf_layers(model)``).
     batch_size : int
@@ -75,7 +78,9 @@ def record_activations(model: torch.nn.Module, stimuli: Any, layers: Sequence[st
         Where to run; default the device of the model's first parameter (CPU if it has none).
     coords : mapping, optional
         Extra coordinates along ``stimulus`` (e.g. ``{"stimulus": names, "category": labels}``), each of
-        length n_stimuli.
+        length n_stimuli; they replace coordinates of the same name carried by a DataArray ``stimuli``.
+        Without labels (``stimulus`` coordinate from neither), stimuli are labelled by position 0..n-1:
+        label them to compare the recording with data that store the stimuli in another order.
 
     Returns
     -------
@@ -105,6 +110,13 @@ def record_activations(model: torch.nn.Module, stimuli: Any, layers: Sequence[st
         raise ValueError("no layers to record")
     if len(set(names)) != len(names):
         raise ValueError(f"layers listed more than once: {names}")
+    carried: dict[str, Any] = {}
+    if isinstance(stimuli, xr.DataArray):
+        if STIMULUS not in stimuli.dims:
+            raise ValueError(f"stimuli is a DataArray without a {STIMULUS!r} dim (dims {tuple(stimuli.dims)})")
+        stimuli = stimuli.transpose(STIMULUS, ...)
+        carried = stimulus_coords(stimuli, stimuli.sizes[STIMULUS])
+        stimuli = stimuli.values
     x = torch.as_tensor(stimuli) if not isinstance(stimuli, torch.Tensor) else stimuli
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"stimuli must be a non-empty batch (stimulus, ...), got shape {tuple(x.shape)}")
@@ -161,6 +173,8 @@ def record_activations(model: torch.nn.Module, stimuli: Any, layers: Sequence[st
                                              "shape": str(shape)})
         extra_coords.update(_neuron_coords(name, dim, shape))
     coord_map: dict[str, Any] = {STIMULUS: np.arange(n)}
+    for cname, values in carried.items():
+        coord_map[cname] = (STIMULUS, np.asarray(values)) if cname != STIMULUS else np.asarray(values)
     for cname, values in (coords or {}).items():
         values = np.asarray(values)
         if values.shape != (n,):

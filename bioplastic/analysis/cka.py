@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from bioplastic._checks import check_choice
-from bioplastic.analysis._inputs import STIMULUS, check_same_stimuli, stimulus_by_neuron
+from bioplastic.analysis._inputs import align_stimuli, stimulus_by_neuron
 
 Kernel = Literal["linear", "rbf"]
 HSIC = Literal["biased", "unbiased"]
@@ -128,9 +128,11 @@ def cka(X: Any, Y: Any, kernel: Kernel = "linear", hsic: HSIC = "unbiased", *, b
     Parameters
     ----------
     X, Y : xarray.DataArray, numpy.ndarray or torch.Tensor
-        Responses to the same stimuli in the same order, shapes (stimulus, neuron_x) and
-        (stimulus, neuron_y); neuron counts may differ. DataArrays need a ``stimulus`` dim (other dims
-        are flattened into neurons); if both carry stimulus labels they must match.
+        Responses to the same stimuli, shapes (stimulus, neuron_x) and (stimulus, neuron_y); neuron counts
+        may differ. DataArrays need a ``stimulus`` dim (other dims are flattened into neurons). If both carry
+        stimulus labels, ``Y`` is aligned to ``X``'s labels (:func:`bioplastic.analysis.align_stimuli`), so
+        the value does not depend on the order in which either stores its stimuli; arrays and tensors are
+        taken in the order given.
     kernel : {"linear", "rbf"}
         See :func:`gram`. Linear CKA equals ||Y_c^T X_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F) for
         column-centred X_c, Y_c (Kornblith et al. 2019, eq. 4) with the biased estimator.
@@ -151,18 +153,16 @@ def cka(X: Any, Y: Any, kernel: Kernel = "linear", hsic: HSIC = "unbiased", *, b
     Raises
     ------
     ValueError
-        Unknown kernel or estimator (lists the allowed values); different numbers of stimuli; mismatched
-        stimulus labels; NaN/Inf; too few stimuli (biased: 2, unbiased: 4).
+        Unknown kernel or estimator (lists the allowed values); different numbers of stimuli; different
+        stimulus sets (the message names the missing and extra stimuli); NaN/Inf; too few stimuli (biased: 2,
+        unbiased: 4).
     """
     check_choice("kernel", kernel, KERNELS)
     check_choice("hsic", hsic, HSIC_ESTIMATORS)
-    x, sx = stimulus_by_neuron(X, "X")
-    y, sy = stimulus_by_neuron(Y, "Y")
+    x, _ = stimulus_by_neuron(X, "X")
+    y, _ = stimulus_by_neuron(align_stimuli(X, Y, "X", "Y"), "Y")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"X and Y must hold the same stimuli: {x.shape[0]} vs {y.shape[0]} stimuli")
-    if sx is not None and sy is not None and "stimulus" in sx.coords and "stimulus" in sy.coords:
-        if not np.array_equal(sx["stimulus"].values, sy["stimulus"].values):
-            raise ValueError("X and Y have different stimulus labels (or orders); align them first")
     K = _gram(x, kernel, bandwidth)
     L = _gram(y, kernel, bandwidth)
     return _cka_from_grams(K, L, hsic)
@@ -211,10 +211,10 @@ def cka_matrix(A: xr.Dataset | dict[str, Any], B: xr.Dataset | dict[str, Any] | 
     names_a, names_b = _layer_names(A, "A"), _layer_names(B, "B")
     if not names_a or not names_b:
         raise ValueError("no layers to compare")
-    ref = _stimulus_labels(A[names_a[0]])
-    layers_a = {k: _align_layer(A[k], ref, f"A[{k!r}]", f"A[{names_a[0]!r}]") for k in names_a}
+    ref = A[names_a[0]]
+    layers_a = {k: align_stimuli(ref, A[k], f"A[{names_a[0]!r}]", f"A[{k!r}]") for k in names_a}
     layers_b = layers_a if same else {
-        k: _align_layer(B[k], ref, f"B[{k!r}]", f"A[{names_a[0]!r}]") for k in names_b}
+        k: align_stimuli(ref, B[k], f"A[{names_a[0]!r}]", f"B[{k!r}]") for k in names_b}
     grams_a = {k: _gram(stimulus_by_neuron(v, f"layer {k!r}")[0], kernel, bandwidth) for k, v in layers_a.items()}
     grams_b = grams_a if same else {
         k: _gram(stimulus_by_neuron(v, f"layer {k!r}")[0], kernel, bandwidth) for k, v in layers_b.items()}
@@ -236,18 +236,3 @@ def _layer_names(x: Any, name: str) -> list[str]:
     raise TypeError(f"cka_matrix: {name} must be an xarray.Dataset or a dict of layer name -> (stimulus, neuron) "
                     f"responses, got {type(x).__name__}; for a list of layers use dict(enumerate(layers)) or "
                     "name them")
-
-
-def _stimulus_labels(x: Any) -> np.ndarray | None:
-    if isinstance(x, xr.DataArray) and STIMULUS in x.dims and STIMULUS in x.coords:
-        return np.asarray(x[STIMULUS].values)
-    return None
-
-
-def _align_layer(x: Any, ref: np.ndarray | None, name: str, ref_name: str) -> Any:
-    """``x`` with its stimuli in ``ref``'s label order; a different label set is a ValueError naming them."""
-    labels = _stimulus_labels(x)
-    if ref is None or labels is None or np.array_equal(labels, ref):
-        return x
-    check_same_stimuli(ref, labels, ref_name, name)
-    return x.sel({STIMULUS: ref})

@@ -10,10 +10,10 @@ images (in the model's input space) and its receptive field (RF) estimated by
 * ``"gradient"``: the mean input gradient of the response over the same noise images, ``E[dr/dx]``.
 
 For Gaussian noise the two estimate the same filter (Stein's lemma: ``E[r x] = sigma^2 E[dr/dx]``); for a
-linear unit both equal its weights. Reverse correlation needs only forward passes, so it also measures
-models whose backward pass is a learning rule's feedback (``bioplastic.convert``); ``"gradient"`` uses
-autograd and therefore requires a model whose backward pass is the true derivative (a plain model, or one
-converted to ``bp``).
+linear unit both equal its weights. Reverse correlation needs only forward passes. ``"gradient"`` uses
+autograd inside :func:`bioplastic.nn.true_gradient`, so on a model converted by ``bioplastic.convert`` it
+differentiates the network function itself, not the learning rule's feedback (which would give e.g. the
+feedback matrix ``B`` of feedback alignment instead of the weights).
 
 Indices (:func:`receptive_field_indices`), per unit, of an RF map K (y, x):
 
@@ -149,8 +149,8 @@ def measure_receptive_fields(
     input_shape : (channels, height, width)
         Shape of one model input.
     method : {"reverse_correlation", "gradient"}
-        See the module docstring. ``"gradient"`` differentiates with autograd: use it only on a model whose
-        backward pass is the true derivative.
+        See the module docstring. ``"gradient"`` is the true derivative of the response also for a model
+        converted to a learning rule (computed under :func:`bioplastic.nn.true_gradient`).
     n_images : int
         Noise images (the estimate's noise falls as 1 / sqrt(n_images)).
     noise_std : float
@@ -197,6 +197,8 @@ def measure_receptive_fields(
         device = torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
 
+    from bioplastic.nn.diagnostics import true_gradient
+
     was_training = model.training
     model.eval()
     sum_rx = sum_r = sum_x = None
@@ -207,7 +209,8 @@ def measure_receptive_fields(
             x = (torch.randn(n, c_in, h_in, w_in, generator=gen, dtype=torch.float32) * noise_std).to(device)
             if method == "gradient":
                 x.requires_grad_(True)
-                with torch.enable_grad():
+                # the derivative of the network function, not a learning rule's feedback (issue 15 case 3)
+                with torch.enable_grad(), true_gradient(model):
                     out = _layer_output(model, module, x)
                     unit = unit or (out.shape[2] // 2, out.shape[3] // 2)
                     r = out[:, :, unit[0], unit[1]]  # (n, C)

@@ -19,7 +19,15 @@ import xarray as xr
 from scipy.spatial.distance import pdist, squareform
 
 from bioplastic._checks import check_choice
-from bioplastic.analysis._inputs import REPEAT, STIMULUS, check_same_stimuli, stimulus_by_neuron, stimulus_coords, to_numpy
+from bioplastic.analysis._inputs import (
+    REPEAT,
+    STIMULUS,
+    align_stimuli,
+    stimulus_by_neuron,
+    stimulus_coords,
+    stimulus_labels,
+    to_numpy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +46,13 @@ _RSATOOLBOX_METHOD = {
     "kendall_tau_a": "tau-a",
     "cosine": "cosine",
     "rho_a": "rho-a",
+}
+_METHOD_NAMES = {
+    "spearman": "Spearman rank correlation",
+    "pearson": "Pearson correlation",
+    "kendall_tau_a": "Kendall tau-a",
+    "cosine": "cosine similarity",
+    "rho_a": "Spearman rho-a",
 }
 _DISTANCE_UNITS = {
     "correlation": "1 - Pearson r",
@@ -171,48 +186,6 @@ def _square(vec: np.ndarray, n: int, distance: str, n_neurons: int, coords: dict
     return xr.DataArray(mat, dims=(ROW, COL), coords=out_coords, name="rdm", attrs=attrs)
 
 
-def _labels(a: Any) -> np.ndarray | None:
-    """The stimulus labels of an RDM DataArray (None for arrays or unlabelled RDMs)."""
-    if not isinstance(a, xr.DataArray) or ROW not in a.coords or COL not in a.coords:
-        return None
-    rows, cols = np.asarray(a[ROW].values), np.asarray(a[COL].values)
-    if rows.shape != cols.shape or not np.array_equal(rows, cols):
-        raise ValueError(f"RDM {a.name!r} has different stimulus labels on {ROW!r} and {COL!r}; an RDM's rows "
-                         "and columns must be the same stimuli in the same order")
-    return rows
-
-
-def align_stimuli(ref: Any, other: Any, ref_name: str = "a", other_name: str = "b") -> Any:
-    """Reorder ``other`` so that its stimuli follow ``ref``'s labels.
-
-    Parameters
-    ----------
-    ref, other : xarray.DataArray or numpy.ndarray
-        RDMs (dims ``stimulus_i``, ``stimulus_j``). Unlabelled inputs (arrays, DataArrays without stimulus
-        coordinates) are compared by position and returned unchanged.
-    ref_name, other_name : str
-        Names used in error messages.
-
-    Returns
-    -------
-    xarray.DataArray or numpy.ndarray
-        ``other``, its stimuli reordered to ``ref``'s order.
-
-    Raises
-    ------
-    ValueError
-        The two do not hold the same stimulus labels (the message names the missing and extra ones), or
-        labels are duplicated.
-    """
-    la, lb = _labels(ref), _labels(other)
-    if la is None or lb is None:
-        return other
-    if np.array_equal(la, lb):
-        return other
-    check_same_stimuli(la, lb, ref_name, other_name)
-    return other.sel({ROW: la, COL: la})
-
-
 def rdm_stack(rdms: dict[str, xr.DataArray] | list[xr.DataArray], dim: str, labels: list[Any] | None = None
               ) -> xr.DataArray:
     """Stack square RDMs of the same stimuli along a new dimension (e.g. ``layer``, ``rule``).
@@ -229,7 +202,14 @@ def rdm_stack(rdms: dict[str, xr.DataArray] | list[xr.DataArray], dim: str, labe
     Returns
     -------
     xarray.DataArray
-        Dims (``dim``, ``stimulus_i``, ``stimulus_j``).
+        Dims (``dim``, ``stimulus_i``, ``stimulus_j``), in the stimulus order of the first RDM: every other
+        labelled RDM is aligned to it by stimulus label (:func:`bioplastic.analysis.align_stimuli`).
+
+    Raises
+    ------
+    ValueError
+        No RDMs; as many labels as RDMs not given; RDMs of different sizes or of different stimulus sets
+        (the message names the missing and extra stimuli).
     """
     if isinstance(rdms, dict):
         labels, items = list(rdms), list(rdms.values())
@@ -257,6 +237,7 @@ def _as_vectors(a: Any, name: str) -> tuple[np.ndarray, int, list[str], dict[str
         if ROW not in a.dims or COL not in a.dims:
             raise ValueError(f"{name} must be a square RDM with dims ({ROW!r}, {COL!r}) (as returned by rdm()); "
                              f"got dims {tuple(a.dims)}")
+        stimulus_labels(a, name)  # rows and columns must be the same stimuli in the same order
         stack_dims = [d for d in a.dims if d not in (ROW, COL)]
         a = a.transpose(*stack_dims, ROW, COL)
         coords = {d: a[d].values for d in stack_dims if d in a.coords}
@@ -296,8 +277,9 @@ def compare_rdms(a: Any, b: Any, method: CompareMethod = "spearman") -> float | 
         RDMs of the same stimuli: square (n, n), with optional leading stack dims (a DataArray with dims
         ``stimulus_i``, ``stimulus_j`` and e.g. ``layer``), or condensed vectors in
         ``scipy.spatial.distance.squareform`` order. Only the off-diagonal upper triangle is used. When
-        both are labelled DataArrays, ``b`` is aligned to ``a``'s stimulus labels; arrays are compared by
-        position.
+        both are labelled DataArrays, ``b`` is aligned to ``a``'s stimulus labels
+        (:func:`bioplastic.analysis.align_stimuli`), so the result does not depend on the order in which
+        either stores its stimuli; arrays are compared by position.
     method : {"spearman", "pearson", "kendall_tau_a", "cosine", "rho_a"}
         ``spearman``: Spearman rank correlation (Kriegeskorte et al. 2008); ``pearson``: Pearson
         correlation; ``kendall_tau_a``: Kendall's tau-a, recommended when a model RDM predicts ties
@@ -307,15 +289,19 @@ def compare_rdms(a: Any, b: Any, method: CompareMethod = "spearman") -> float | 
     Returns
     -------
     float or xarray.DataArray
-        A float when both inputs are single RDMs; otherwise a DataArray over the stack dims of ``a``
-        followed by those of ``b`` (every RDM of ``a`` against every RDM of ``b``), attrs ``method``.
+        The similarity (higher = more alike). A float when both
+        inputs are single RDMs; otherwise a DataArray named ``"rdm_similarity"`` over the stack dims of ``a``
+        followed by those of ``b`` (every RDM of ``a`` against every RDM of ``b``), attrs ``method``,
+        ``long_name`` (e.g. "similarity between RDMs (Spearman rank correlation)"), ``units`` ("1") and
+        ``kind`` ("similarity").
 
     Raises
     ------
     ValueError
         Unknown method (lists the allowed ones); shapes that are not RDMs; RDMs of different sizes or
-        different stimulus labels (the message names the missing and extra stimuli); asymmetric matrices;
-        NaN/Inf; stack dims with the same name in ``a`` and ``b``.
+        different stimulus labels (the message names the missing and extra stimuli); an RDM whose row and
+        column labels differ; asymmetric matrices; NaN/Inf; a constant RDM with a correlation method; stack
+        dims with the same name in ``a`` and ``b``.
     """
     check_choice("method", method, COMPARE_METHODS)
     from rsatoolbox.rdm import RDMs, compare
@@ -336,8 +322,9 @@ def compare_rdms(a: Any, b: Any, method: CompareMethod = "spearman") -> float | 
     if not shape_a and not shape_b:
         return float(sim)
     coords = {**coords_a, **coords_b}
-    return xr.DataArray(sim, dims=[*dims_a, *dims_b], coords=coords, name=f"rdm_{method}",
-                        attrs={"method": method})
+    return xr.DataArray(sim, dims=[*dims_a, *dims_b], coords=coords, name="rdm_similarity",
+                        attrs={"method": method, "long_name": f"similarity between RDMs ({_METHOD_NAMES[method]})",
+                               "units": "1", "kind": "similarity"})
 
 
 # ------------------------------------------------------------------------------------ noise ceiling
@@ -353,9 +340,12 @@ def noise_ceiling(rdms: Any, method: CompareMethod = "spearman", *, subject_dim:
 
     Parameters
     ----------
-    rdms : xarray.DataArray or numpy.ndarray
-        Subjects' RDMs, dims (``subject_dim``, ``stimulus_i``, ``stimulus_j``), or an array of shape
-        (subject, n, n). Average other dims (e.g. ``session``) first.
+    rdms : xarray.DataArray, dict of subject -> RDM, list of RDMs, or numpy.ndarray
+        Subjects' RDMs: a DataArray with dims (``subject_dim``, ``stimulus_i``, ``stimulus_j``); a dict or
+        list of single RDMs (DataArrays from :func:`rdm`), stacked with :func:`rdm_stack`, which aligns every
+        subject's RDM to the first one's stimulus labels (the subjects may store their stimuli in different
+        orders) and refuses different stimulus sets; or an array of shape (subject, n, n), taken by
+        position. Average other dims (e.g. ``session``) first.
     method : {"spearman", "pearson", "kendall_tau_a", "cosine", "rho_a"}
         Comparison method, as in :func:`compare_rdms`; use the one used to compare the models.
     subject_dim : str
@@ -372,13 +362,21 @@ def noise_ceiling(rdms: Any, method: CompareMethod = "spearman", *, subject_dim:
     Raises
     ------
     ValueError
-        Unknown method; missing ``subject_dim``; extra dims; not RDMs; no subjects; a constant subject RDM
-        with a correlation method (the message names the subject).
+        Unknown method; missing ``subject_dim``; extra dims; not RDMs; no subjects; subjects' RDMs of
+        different stimulus sets (the message names the missing and extra stimuli); an RDM whose row and
+        column labels differ; a constant subject RDM with a correlation method (the message names the subject).
     """
     check_choice("method", method, COMPARE_METHODS)
     from rsatoolbox.rdm import RDMs, compare
     from rsatoolbox.util.inference_util import pool_rdm
 
+    if isinstance(rdms, (dict, list, tuple)):
+        if not len(rdms):
+            raise ValueError("rdms holds no subjects; a noise ceiling needs at least one")
+        if not all(isinstance(r, xr.DataArray) for r in (rdms.values() if isinstance(rdms, dict) else rdms)):
+            rdms = np.stack([to_numpy(r, "rdms[]") for r in (rdms.values() if isinstance(rdms, dict) else rdms)])
+        else:
+            rdms = rdm_stack(dict(rdms) if isinstance(rdms, dict) else list(rdms), subject_dim)
     if isinstance(rdms, xr.DataArray):
         if subject_dim not in rdms.dims:
             raise ValueError(f"rdms has no {subject_dim!r} dimension (dims {tuple(rdms.dims)}); pass subject_dim=")

@@ -3,13 +3,15 @@
 The paper's convnet (Hanut & Kadmon 2025, arXiv:2502.20580, CIFAR-10 experiments; after Simonyan & Zisserman
 2015, "Very deep convolutional networks", ICLR) is four blocks of two 3x3 convolutions with 64-128-256-512
 channels, each followed by batch normalisation and ReLU, a 2x2 max-pool after every block, a global average
-pool and a fully connected head. :func:`vgg` builds that family; the spec ``models/vgg_cifar.toml`` is the
-paper's network and ``models/cnn_small.toml`` a narrow, shallow member that trains on a CPU in minutes.
+pool and a fully connected head. The authors' code (``CIFAR10CNNBP`` in ``models/ConvNet.py`` of
+github.com/maherhanut1/Low-Dimensional-Feedback) leaves out the max-pool after the last block and uses the head
+512 -> 256 -> ReLU -> dropout 0.4 -> 10. :func:`vgg` builds that family; the spec ``models/vgg_cifar.toml`` is
+the authors' network and ``models/cnn_small.toml`` a narrow, shallow member that trains on a CPU in minutes.
 
 Module names (what ``bioplastic.convert(..., exclude=..., ranks=...)`` and the alignment diagnostics use)::
 
     features.conv{b}_{i}, features.bn{b}_{i}, features.relu{b}_{i}, features.pool{b}   (b, i from 1)
-    head.fc{j}, head.relu{j}                                                           (hidden FC layers)
+    head.fc{j}, head.relu{j}, head.drop{j}                                             (hidden FC layers)
     head.out                                                                           (the classifier)
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from bioplastic._checks import check_positive_int
-from bioplastic.architectures.spec import register
+from bioplastic.architectures.spec import check_dropout, register
 
 __all__ = ["VGG", "vgg", "scaled_widths"]
 
@@ -60,6 +62,12 @@ class VGG(nn.Module):
         Batch normalisation after every convolution (convolutions then have no bias).
     pool_every : int
         A 2x2 max-pool after every ``pool_every``-th block (1: after every block).
+    pool_last : bool
+        Whether the last block may be followed by a max-pool (False: the global average pool follows the last
+        block's convolutions directly, as in the authors' network).
+    dropout : float
+        Dropout probability after the ReLU of every hidden FC layer of the head, in [0, 1) (the authors: 0.4;
+        0 leaves the modules out; no effect without ``head_widths``).
 
     Notes
     -----
@@ -78,8 +86,13 @@ class VGG(nn.Module):
         head_widths: Sequence[int] = (),
         batch_norm: bool = True,
         pool_every: int = 1,
+        pool_last: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        check_dropout("dropout", dropout)
+        if not isinstance(pool_last, bool):
+            raise ValueError(f"pool_last must be true or false, got {pool_last!r}")
         check_positive_int("in_channels", in_channels)
         check_positive_int("n_classes", n_classes)
         check_positive_int("convs_per_block", convs_per_block)
@@ -97,7 +110,7 @@ class VGG(nn.Module):
                     layers[f"bn{b}_{i}"] = nn.BatchNorm2d(w)
                 layers[f"relu{b}_{i}"] = nn.ReLU()
                 c_in = w
-            if b % pool_every == 0:
+            if b % pool_every == 0 and (pool_last or b < len(widths)):
                 layers[f"pool{b}"] = nn.MaxPool2d(2)
         self.features = nn.Sequential(layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -107,6 +120,8 @@ class VGG(nn.Module):
         for j, w in enumerate(head_widths, start=1):
             head[f"fc{j}"] = nn.Linear(fan_in, w)
             head[f"relu{j}"] = nn.ReLU()
+            if dropout > 0:
+                head[f"drop{j}"] = nn.Dropout(dropout)
             fan_in = w
         head["out"] = nn.Linear(fan_in, n_classes)
         self.head = nn.Sequential(head)
@@ -127,6 +142,8 @@ def vgg(
     head_widths: Sequence[int] = (),
     batch_norm: bool = True,
     pool_every: int = 1,
+    pool_last: bool = True,
+    dropout: float = 0.0,
 ) -> VGG:
     """Build a :class:`VGG` (registered architecture ``"vgg"``).
 
@@ -140,7 +157,7 @@ def vgg(
     Raises
     ------
     ValueError
-        Non-positive sizes or multiplier.
+        Non-positive sizes or multiplier, ``dropout`` outside [0, 1), a non-boolean ``pool_last``.
     """
     return VGG(
         in_channels=in_channels,
@@ -150,4 +167,6 @@ def vgg(
         head_widths=head_widths,
         batch_norm=batch_norm,
         pool_every=pool_every,
+        pool_last=pool_last,
+        dropout=dropout,
     )

@@ -7,14 +7,21 @@ pooling, then a fully connected layer (1024 units) and the classifier. A narrow 
 bottleneck, their N_BN of 1-4 channels) makes retinal units centre-surround and first VVS units oriented.
 Hanut & Kadmon (2025, arXiv:2502.20580) keep the forward path wide and constrain the *feedback* instead:
 low-rank error reaching the retina gives centre-surround receptive fields, full-rank error oriented ones.
-``models/retina_vvs.toml`` is that wide network; set ``bottleneck`` to Lindsey's N_BN for the forward
-bottleneck.
+``models/retina_vvs.toml`` is that wide network with the authors' additions (their ``AlexNet_cifar`` in
+``models/alexnet.py`` and ``train_cifar.py`` of github.com/maherhanut1/LDFA): batch normalisation after every
+convolution, dropout 0.5 in the fully connected head, three VVS layers; set ``bottleneck`` to Lindsey's
+N_BN for the forward bottleneck.
 
-Module names::
+Module names (``bn`` and ``dropout`` modules only when ``batch_norm`` / ``dropout`` are on)::
 
-    retina.conv1, retina.relu1, retina.conv2 (bottleneck channels), retina.relu2
-    vvs.conv{i}, vvs.relu{i}                 (i = 1 .. vvs_depth)
-    classifier.flatten, classifier.fc, classifier.relu, classifier.out
+    retina.conv1, retina.bn1, retina.relu1, retina.conv2 (bottleneck channels), retina.bn2, retina.relu2
+    vvs.conv{i}, vvs.bn{i}, vvs.relu{i}                 (i = 1 .. vvs_depth)
+    classifier.flatten, classifier.fc, classifier.relu, classifier.dropout, classifier.out
+
+Where the learning rule applies is the spec's business (``[rule].exclude`` in ``models/retina_vvs.toml``):
+the authors convert the VVS convolutions only, so that the error reaching the retina passes through the
+first VVS layer's rank-r feedback while the retina's own layers and the classifier stay on backprop
+(:data:`VVS_PREFIX`, :data:`RETINA_PREFIX`, :data:`CLASSIFIER_PREFIX`).
 """
 from __future__ import annotations
 
@@ -24,13 +31,15 @@ import torch
 import torch.nn as nn
 
 from bioplastic._checks import check_positive_int
-from bioplastic.architectures.spec import register
+from bioplastic.architectures.spec import check_dropout, register
 
-__all__ = ["RetinaVVS", "retina_vvs", "RETINA_LAYERS"]
+__all__ = ["RetinaVVS", "retina_vvs", "RETINA_LAYERS", "RETINA_PREFIX", "VVS_PREFIX", "CLASSIFIER_PREFIX"]
 
 #: The retina's layers (the outputs whose receptive fields :mod:`bioplastic.analysis.receptive_fields`
 #: measures): first layer (bipolar-like) and retina output (ganglion-cell-like).
 RETINA_LAYERS = ("retina.relu1", "retina.relu2")
+#: Module-name prefixes of the three stages (for ``bioplastic.convert(exclude=...)``).
+RETINA_PREFIX, VVS_PREFIX, CLASSIFIER_PREFIX = "retina", "vvs", "classifier"
 
 
 class RetinaVVS(nn.Module):
@@ -54,13 +63,21 @@ class RetinaVVS(nn.Module):
         Number of VVS convolutional layers (Lindsey's D_VVS).
     fc_width : int
         Units of the fully connected layer before the classifier (1024).
+    batch_norm : bool
+        Batch normalisation (``nn.BatchNorm2d``) between every convolution and its ReLU; the convolutions then
+        have no bias (the normalisation's shift replaces it). The authors' network has it; Lindsey et al.
+        (2019) do not.
+    dropout : float
+        Dropout probability between the FC layer's ReLU and the classifier, in ``[0, 1)`` (the authors: 0.5;
+        0 leaves the module out).
 
     Notes
     -----
     Input (N, in_channels, image_size, image_size) -> logits (N, n_classes). Parameters:
     ``k^2 (c_in C + C N_BN + N_BN C + (D-1) C^2) + (2 C + N_BN + (D-1) C)`` for the convolutions (weights and
-    biases), ``(C S^2 + 1) F + (F + 1) d`` for the FC layers, with k the kernel size, C ``channels``,
-    N_BN ``bottleneck``, D ``vvs_depth``, S ``image_size``, F ``fc_width``.
+    biases; with ``batch_norm`` the second term counts the normalisations' scales instead of the biases, and
+    the normalisations' shifts add it once more), ``(C S^2 + 1) F + (F + 1) d`` for the FC layers, with k the
+    kernel size, C ``channels``, N_BN ``bottleneck``, D ``vvs_depth``, S ``image_size``, F ``fc_width``.
     """
 
     def __init__(
@@ -73,6 +90,8 @@ class RetinaVVS(nn.Module):
         kernel_size: int = 9,
         vvs_depth: int = 2,
         fc_width: int = 1024,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("n_classes", n_classes), ("image_size", image_size),
@@ -81,27 +100,32 @@ class RetinaVVS(nn.Module):
             check_positive_int(name, value)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (same padding), got {kernel_size}")
+        if not isinstance(batch_norm, bool):
+            raise ValueError(f"batch_norm must be true or false, got {batch_norm!r}")
+        check_dropout("dropout", dropout)
         self.image_size = image_size
         pad = kernel_size // 2
-        self.retina = nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(in_channels, channels, kernel_size, padding=pad)),
-            ("relu1", nn.ReLU()),
-            ("conv2", nn.Conv2d(channels, bottleneck, kernel_size, padding=pad)),
-            ("relu2", nn.ReLU()),
-        ]))
-        vvs: OrderedDict[str, nn.Module] = OrderedDict()
-        c_in = bottleneck
-        for i in range(1, vvs_depth + 1):
-            vvs[f"conv{i}"] = nn.Conv2d(c_in, channels, kernel_size, padding=pad)
-            vvs[f"relu{i}"] = nn.ReLU()
-            c_in = channels
-        self.vvs = nn.Sequential(vvs)
-        self.classifier = nn.Sequential(OrderedDict([
+
+        def stage(sizes: list[tuple[int, int]]) -> nn.Sequential:
+            layers: OrderedDict[str, nn.Module] = OrderedDict()
+            for i, (c_in, c_out) in enumerate(sizes, start=1):
+                layers[f"conv{i}"] = nn.Conv2d(c_in, c_out, kernel_size, padding=pad, bias=not batch_norm)
+                if batch_norm:
+                    layers[f"bn{i}"] = nn.BatchNorm2d(c_out)
+                layers[f"relu{i}"] = nn.ReLU()
+            return nn.Sequential(layers)
+
+        self.retina = stage([(in_channels, channels), (channels, bottleneck)])
+        self.vvs = stage([(bottleneck, channels)] + [(channels, channels)] * (vvs_depth - 1))
+        head: OrderedDict[str, nn.Module] = OrderedDict([
             ("flatten", nn.Flatten()),
             ("fc", nn.Linear(channels * image_size * image_size, fc_width)),
             ("relu", nn.ReLU()),
-            ("out", nn.Linear(fc_width, n_classes)),
-        ]))
+        ])
+        if dropout > 0:
+            head["dropout"] = nn.Dropout(dropout)
+        head["out"] = nn.Linear(fc_width, n_classes)
+        self.classifier = nn.Sequential(head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, n_classes) of images ``x`` (N, in_channels, image_size, image_size).
@@ -122,13 +146,16 @@ def retina_vvs(
     kernel_size: int = 9,
     vvs_depth: int = 2,
     fc_width: int = 1024,
+    batch_norm: bool = False,
+    dropout: float = 0.0,
 ) -> RetinaVVS:
     """Build a :class:`RetinaVVS` (registered architecture ``"retina_vvs"``).
 
     Raises
     ------
     ValueError
-        Non-positive sizes or an even kernel size.
+        Non-positive sizes, an even kernel size, a non-boolean ``batch_norm`` or ``dropout`` outside [0, 1).
     """
     return RetinaVVS(in_channels=in_channels, n_classes=n_classes, image_size=image_size, channels=channels,
-                     bottleneck=bottleneck, kernel_size=kernel_size, vvs_depth=vvs_depth, fc_width=fc_width)
+                     bottleneck=bottleneck, kernel_size=kernel_size, vvs_depth=vvs_depth, fc_width=fc_width,
+                     batch_norm=batch_norm, dropout=dropout)

@@ -20,6 +20,13 @@ _ARCHITECTURE_MODULES = ("mlp", "cnn", "vit", "retina")
 _NON_BUILDER_KEYS = frozenset({"name", "architecture", "description", "training", "rule"})
 
 
+def check_dropout(name: str, value: Any) -> float:
+    """``value`` as a float in ``[0, 1)`` (a dropout or drop-path probability), else a ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
 def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a builder ``f(**spec_without_name_and_architecture) -> nn.Module``."""
 

@@ -13,12 +13,22 @@ the error sent through the Linear layers is replaced. The patch embedding is a `
 stride = patch size; the paper keeps it on backprop (``exclude=["patch_embed"]``, see :data:`CONVERT_EXCLUDE`),
 and the fused qkv layer gets rank 3r (:func:`vit_ranks`).
 
+Regularisation as in the authors' ViT (timm's ``VisionTransformer`` with ``drop_rate``, ``attn_drop_rate``,
+``drop_path_rate``; 0.1 each in their CIFAR-10 configs, ``configs/cifar10_configs/*.yaml`` of
+github.com/maherhanut1/Low-Dimensional-Feedback): ``dropout`` after the position embedding, after the
+attention's output projection, after the MLP's activation and its second layer, and before the head;
+``attention_dropout`` on the attention probabilities; ``drop_path`` (stochastic depth, Huang et al. 2016) on
+each residual branch, rising linearly from 0 in the first block to ``drop_path`` in the last. All are
+identities in ``eval()`` mode and at probability 0 (the default).
+
 Module names::
 
     patch_embed                      Conv2d(in_channels, dim, patch, stride=patch)
-    blocks.{i}.norm1, blocks.{i}.attn.qkv, blocks.{i}.attn.proj
-    blocks.{i}.norm2, blocks.{i}.mlp.fc1, blocks.{i}.mlp.act, blocks.{i}.mlp.fc2
-    norm, head                       final LayerNorm and the classifier
+    pos_drop                         Dropout after the position embedding
+    blocks.{i}.norm1, blocks.{i}.attn.qkv, blocks.{i}.attn.proj, blocks.{i}.attn.proj_drop, blocks.{i}.drop_path1
+    blocks.{i}.norm2, blocks.{i}.mlp.fc1, blocks.{i}.mlp.act, blocks.{i}.mlp.drop1, blocks.{i}.mlp.fc2,
+    blocks.{i}.mlp.drop2, blocks.{i}.drop_path2
+    norm, head_drop, head            final LayerNorm, Dropout and the classifier
 """
 from __future__ import annotations
 
@@ -29,9 +39,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bioplastic._checks import check_choice, check_positive_int
-from bioplastic.architectures.spec import register
+from bioplastic.architectures.spec import check_dropout, register
 
-__all__ = ["Attention", "MLP", "Block", "ViT", "vit", "vit_ranks", "CONVERT_EXCLUDE"]
+__all__ = ["Attention", "MLP", "Block", "DropPath", "ViT", "vit", "vit_ranks", "drop_path", "CONVERT_EXCLUDE"]
 
 #: Layers the paper keeps on backprop when converting a ViT.
 CONVERT_EXCLUDE = ("patch_embed",)
@@ -40,53 +50,107 @@ Pool = Literal["cls", "mean"]
 POOLS = ("cls", "mean")
 
 
+def drop_path(x: torch.Tensor, p: float, training: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016, "Deep networks with stochastic depth", ECCV): in training, zero
+    the whole residual branch ``x`` of each sample with probability ``p`` and scale the kept ones by
+    ``1 / (1 - p)``, so that the expectation over the mask is ``x``; the identity in evaluation or at p = 0.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Branch output, shape (N, ...); one Bernoulli draw per sample (dim 0).
+    p : float
+        Drop probability in [0, 1).
+    training : bool
+        Apply the mask (``module.training``).
+    generator : torch.Generator, optional
+        Source of the mask (default: torch's global generator).
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape and dtype as ``x``.
+    """
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep, generator=generator)
+    return x * mask / keep
+
+
+class DropPath(nn.Module):
+    """:func:`drop_path` as a module (identity in ``eval()`` mode)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = check_dropout("drop_path", p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:g}"
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused ``qkv`` Linear and an output projection ``proj``.
 
-    Input and output (N, T, dim). ``dim`` must be divisible by ``heads``.
+    Input and output (N, T, dim). ``dim`` must be divisible by ``heads``. ``attention_dropout`` drops
+    attention probabilities (training only); ``dropout`` follows the output projection.
     """
 
-    def __init__(self, dim: int, heads: int, *, bias: bool = True) -> None:
+    def __init__(self, dim: int, heads: int, *, bias: bool = True, attention_dropout: float = 0.0,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by the number of heads {heads}")
         self.heads = heads
+        self.attention_dropout = check_dropout("attention_dropout", attention_dropout)
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim, bias=bias)
+        self.proj_drop = nn.Dropout(check_dropout("dropout", dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, t, c = x.shape
         qkv = self.qkv(x).reshape(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (N, heads, T, c / heads)
-        return self.proj(out.transpose(1, 2).reshape(n, t, c))
+        p = self.attention_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=p)  # (N, heads, T, c / heads)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(n, t, c)))
 
 
 class MLP(nn.Module):
-    """Token-wise ``fc2(GELU(fc1(x)))`` with hidden width ``hidden``."""
+    """Token-wise ``drop2(fc2(drop1(GELU(fc1(x)))))`` with hidden width ``hidden`` and dropout ``dropout``."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
+        check_dropout("dropout", dropout)
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
+        self.drop1 = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, dim)
+        self.drop2 = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``."""
+    """Pre-norm transformer block: ``x + drop_path(attn(norm1(x)))`` then ``x + drop_path(mlp(norm2(x)))``."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, *, dropout: float = 0.0,
+                 attention_dropout: float = 0.0, drop_path: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads)
+        self.attn = Attention(dim, heads, attention_dropout=attention_dropout, dropout=dropout)
+        self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = MLP(dim, max(1, int(round(dim * mlp_ratio))))
+        self.mlp = MLP(dim, max(1, int(round(dim * mlp_ratio))), dropout=dropout)
+        self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
 class ViT(nn.Module):
@@ -106,6 +170,14 @@ class ViT(nn.Module):
         Hidden width of each block's MLP relative to ``dim``.
     pool : {"cls", "mean"}
         Classify from a learned class token, or from the mean over patch tokens.
+    dropout : float
+        Dropout probability after the position embedding, the attention's output projection, the MLP's
+        activation and second layer, and before the head (timm's ``drop_rate``; the authors: 0.1).
+    attention_dropout : float
+        Dropout probability of the attention weights (timm's ``attn_drop_rate``; the authors: 0.1).
+    drop_path : float
+        Stochastic-depth probability of the last block's residual branches; block i of D uses
+        ``drop_path * i / (D - 1)`` (timm's ``drop_path_rate``; the authors: 0.1).
 
     Notes
     -----
@@ -128,8 +200,14 @@ class ViT(nn.Module):
         heads: int = 8,
         mlp_ratio: float = 2.0,
         pool: Pool = "cls",
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
+        check_dropout("dropout", dropout)
+        check_dropout("attention_dropout", attention_dropout)
+        check_dropout("drop_path", drop_path)
         for name, value in (("image_size", image_size), ("patch_size", patch_size), ("in_channels", in_channels),
                             ("n_classes", n_classes), ("dim", dim), ("depth", depth), ("heads", heads)):
             check_positive_int(name, value)
@@ -146,8 +224,13 @@ class ViT(nn.Module):
         self.patch_embed = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
         self.pos_embed = nn.Parameter(torch.zeros(1, n_tokens + (pool == "cls"), dim))
-        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.pos_drop = nn.Dropout(dropout)
+        # stochastic depth rising linearly over the blocks (timm: torch.linspace(0, drop_path_rate, depth))
+        rates = [drop_path * i / (depth - 1) if depth > 1 else drop_path for i in range(depth)]
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio, dropout=dropout, attention_dropout=attention_dropout,
+                                            drop_path=p) for p in rates])
         self.norm = nn.LayerNorm(dim)
+        self.head_drop = nn.Dropout(dropout)
         self.head = nn.Linear(dim, n_classes)
         self._init_weights()
 
@@ -168,9 +251,9 @@ class ViT(nn.Module):
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, T, dim)
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        tokens = self.norm(self.blocks(tokens + self.pos_embed))
+        tokens = self.norm(self.blocks(self.pos_drop(tokens + self.pos_embed)))
         pooled = tokens[:, 0] if self.pool == "cls" else tokens.mean(dim=1)
-        return self.head(pooled)
+        return self.head(self.head_drop(pooled))
 
 
 def vit_ranks(model: nn.Module, rank: int, *, qkv_factor: int = 3) -> dict[str, int]:
@@ -206,6 +289,9 @@ def vit(
     heads: int = 8,
     mlp_ratio: float = 2.0,
     pool: Pool = "cls",
+    dropout: float = 0.0,
+    attention_dropout: float = 0.0,
+    drop_path: float = 0.0,
 ) -> ViT:
     """Build a :class:`ViT` (registered architecture ``"vit"``).
 
@@ -213,7 +299,8 @@ def vit(
     ------
     ValueError
         Non-positive sizes, ``image_size`` not divisible by ``patch_size``, ``dim`` not divisible by
-        ``heads``, or an unknown ``pool``.
+        ``heads``, an unknown ``pool``, or a dropout / drop-path probability outside [0, 1).
     """
     return ViT(image_size=image_size, patch_size=patch_size, in_channels=in_channels, n_classes=n_classes,
-               dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio, pool=pool)
+               dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio, pool=pool, dropout=dropout,
+               attention_dropout=attention_dropout, drop_path=drop_path)

@@ -1,15 +1,19 @@
 """The in-memory dataset container shared by every training loader, and the loader registry."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from bioplastic._checks import check_choice
+
+DATA_PAGE = "docs/data.md of the bioplastic repository"
+"""Where missing-file errors send a user: each dataset's source, citation, file names and folder layout."""
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -71,18 +75,71 @@ _LOADERS = {
 DATASETS = tuple(_LOADERS)
 
 
+def loader_of(name: str) -> Callable[..., ArrayDataset]:
+    """The loader function of a dataset name (its keyword options are the dataset's options)."""
+    check_choice("dataset", name, DATASETS)
+    module, func = _LOADERS[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def select_classes(data: ArrayDataset, classes: Sequence[int]) -> ArrayDataset:
+    """A class subset of ``data``, labels re-indexed 0..K-1 in the order of ``classes``.
+
+    Parameters
+    ----------
+    data : ArrayDataset
+        The full dataset.
+    classes : sequence of int
+        K >= 2 distinct class indices of ``data`` (0..d-1); label ``classes[k]`` becomes ``k``.
+
+    Returns
+    -------
+    ArrayDataset
+        Training and test sets restricted to those classes (same order of examples), ``classes`` names
+        in the new label order, ``meta["classes"]`` the original indices.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 classes, duplicates, or an index outside 0..d-1 (the message names it and the range).
+    """
+    classes = [int(c) for c in classes]
+    n = data.n_classes
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ValueError(f"classes {classes}: need at least 2 distinct class indices")
+    bad = [c for c in classes if not 0 <= c < n]
+    if bad:
+        raise ValueError(f"classes {bad} not in dataset {data.name!r}: its class indices are 0..{n - 1}")
+    lookup = torch.full((n,), -1, dtype=torch.long)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+
+    def subset(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        new = lookup[y.long()]
+        keep = new >= 0
+        return x[keep], new[keep]
+
+    x_train, y_train = subset(data.x_train, data.y_train)
+    x_test, y_test = subset(data.x_test, data.y_test)
+    return dataclasses.replace(data, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                               classes=[data.classes[c] for c in classes],
+                               meta={**data.meta, "classes": classes})
+
+
 def load_dataset(name: str, path: str | os.PathLike | None = None, **options: Any) -> ArrayDataset:
     """Load a training dataset by name.
 
     Parameters
     ----------
-    name : {"mnist", "digits", "cifar10"}
+    name : {"mnist", "digits", "cifar10", "teacher"}
         ``mnist``: the MNIST subset embedded in the package (5,000 training / 10,000 test digits);
-        ``digits``: scikit-learn's 8x8 digits; ``cifar10``: from ``path`` (folder or zip files).
+        ``digits``: scikit-learn's 8x8 digits; ``cifar10``: from ``path`` (folder or zip files);
+        ``teacher``: the synthetic random-teacher task of any dimensionality
+        (:func:`bioplastic.data.teacher.load_teacher`: ``n_classes=d``, ``input_dim``, ``n_train``,
+        ``n_test``, ``seed``).
     path : path-like, optional
         Where the data lies, for datasets that are not embedded.
     **options
-        Passed to the loader (e.g. ``grayscale=True`` for CIFAR-10).
+        Passed to the loader (e.g. ``grayscale=True`` for CIFAR-10, ``n_classes=40`` for ``teacher``).
 
     Raises
     ------
@@ -91,6 +148,4 @@ def load_dataset(name: str, path: str | os.PathLike | None = None, **options: An
     FileNotFoundError, ValueError
         Missing or corrupt data files (the message names the file).
     """
-    check_choice("dataset", name, DATASETS)
-    module, func = _LOADERS[name].split(":")
-    return getattr(importlib.import_module(module), func)(path=path, **options)
+    return loader_of(name)(path=path, **options)

@@ -34,7 +34,7 @@ import torch
 
 from bioplastic._checks import check_choice
 from bioplastic.data.augment import RandomCropFlip
-from bioplastic.data.base import ArrayDataset
+from bioplastic.data.base import DATA_PAGE, ArrayDataset
 from bioplastic.io import atomic_write
 
 __all__ = ["load_cifar10", "CLASSES", "Normalize", "default_cache_dir", "AUGMENTATIONS"]
@@ -108,7 +108,7 @@ def default_cache_dir() -> Path:
 def _find_source(path: Path) -> tuple[str, list[Path]]:
     """Return ("zip", [train.zip, test.zip]) or ("pickle", [dir or tar]) for a user-given path."""
     if not path.exists():
-        raise FileNotFoundError(f"CIFAR-10 path does not exist: {path}")
+        raise FileNotFoundError(f"CIFAR-10 path does not exist: {path} (where to get CIFAR-10: {DATA_PAGE})")
     if path.is_file():
         if path.name.endswith((".tar.gz", ".tgz")):
             return "pickle_tar", [path]
@@ -132,7 +132,7 @@ def _find_source(path: Path) -> tuple[str, list[Path]]:
         return "pickle_tar", [path / PICKLE_TAR]
     raise FileNotFoundError(
         f"no CIFAR-10 files in {path}: expected {ZIP_FILES['train']} and {ZIP_FILES['test']}, "
-        f"a {PICKLE_DIR}/ folder, or {PICKLE_TAR}")
+        f"a {PICKLE_DIR}/ folder, or {PICKLE_TAR} (where to get them: {DATA_PAGE})")
 
 
 def _decode_zip(zpath: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -331,7 +331,7 @@ def load_cifar10(
         if not shared:
             raise ValueError("CIFAR-10 is not embedded in bioplastic: pass path= a folder with "
                              f"{ZIP_FILES['train']} and {ZIP_FILES['test']} or {PICKLE_DIR}/ "
-                             "(or set BIOPLASTIC_SHARED_DATA)")
+                             f"(or set BIOPLASTIC_SHARED_DATA); where to get them: {DATA_PAGE}")
         path = Path(shared) / "cifar10"
     path = Path(path).expanduser()
     kind, files = _find_source(path)

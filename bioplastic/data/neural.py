@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from bioplastic.data.base import DATA_PAGE
+
 KRIEGESKORTE_FILES = {
     "supplemental": "Kriegeskorte_Neuron2008_supplementalData.mat",
     "brain": "92_brainRDMs.mat",
@@ -41,7 +43,8 @@ def _resolve(path: str | os.PathLike, filename: str, what: str) -> Path:
     if p.is_dir():
         p = p / filename
     if not p.is_file():
-        raise FileNotFoundError(f"{what}: no file {p} (pass the file or the folder that holds {filename})")
+        raise FileNotFoundError(f"{what}: no file {p} (pass the file or the folder that holds {filename}; "
+                                f"where to get it: {DATA_PAGE})")
     return p
 
 

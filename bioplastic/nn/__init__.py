@@ -11,20 +11,23 @@ conversion_report  which layers were converted, which stay on backprop and why
 split_parameters   (forward_params, feedback_params)
 param_groups       optimiser parameter groups with the rule's feedback learning rate / weight decay
 feedback_step      call after each optimiser step (normative SVD re-initialisation)
+set_targets        the targets of the latest forward pass (Oja's rule on the label covariance)
 alignment          per-layer diagnostics: update cosine to backprop, feedback angle, subspace angle
+true_gradient      context manager: backward passes inside give the true derivative, not the rule's
 """
 from __future__ import annotations
 
 from bioplastic.nn.convert import (
     ConversionReport, LayerReport, conversion_report, convert, feedback_layers, feedback_step, param_groups,
-    split_parameters,
+    set_targets, split_parameters,
 )
-from bioplastic.nn.diagnostics import alignment
+from bioplastic.nn.diagnostics import alignment, true_gradient
 from bioplastic.nn.functions import ErrorBus
 from bioplastic.nn.layers import FeedbackConv2d, FeedbackLayer, FeedbackLinear, truncated_svd
 
 __all__ = [
-    "convert", "conversion_report", "split_parameters", "param_groups", "feedback_step", "feedback_layers",
-    "alignment", "ConversionReport", "LayerReport", "FeedbackLinear", "FeedbackConv2d", "FeedbackLayer",
+    "convert", "conversion_report", "set_targets", "split_parameters", "param_groups", "feedback_step",
+    "feedback_layers", "alignment", "true_gradient", "ConversionReport", "LayerReport", "FeedbackLinear",
+    "FeedbackConv2d", "FeedbackLayer",
     "ErrorBus", "truncated_svd",
 ]

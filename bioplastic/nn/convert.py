@@ -17,9 +17,10 @@ from bioplastic._checks import check_finite, check_positive_int
 from bioplastic.nn.functions import ErrorBus
 from bioplastic.nn.layers import FeedbackConv2d, FeedbackLayer, FeedbackLinear, init_feedback
 from bioplastic.rules import Rule, make
+from bioplastic.rules.low_rank import KOLEN_POLLACK_MODES
 
 __all__ = [
-    "convert", "conversion_report", "split_parameters", "param_groups", "feedback_step", "feedback_layers",
+    "convert", "conversion_report", "set_targets", "split_parameters", "param_groups", "feedback_step", "feedback_layers",
     "ConversionReport", "LayerReport",
 ]
 
@@ -203,6 +204,13 @@ def convert(
     Warns
     -----
     UserWarning
+        When no layer is converted (e.g. ``convert(nn.Sequential(nn.ReLU()), "fa")``), and, for every rule
+        but ``bp``, when weight-bearing layers stay on backprop without being listed in ``exclude``
+        (MultiheadAttention, LSTM / GRU / RNN, Embedding, Conv1d / Conv3d, transposed convolutions, Bilinear,
+        Linear / Conv2d subclasses that override ``forward``, parametrized weights, custom modules with a 2-D+
+        ``weight``): the warning names them and why. Layers the user excludes, normalisation layers and free
+        parameters (class tokens) do not warn.
+    UserWarning
         When a requested rank exceeds a layer's maximum (``min(out, in)`` for Linear, ``groups *
         min(C_out/g, C_in/g k^2)`` for Conv2d, ``min(d, in)`` for direct LDFA): the rank is **clipped** to the
         maximum, where the layer's feedback is exact-rank (``normative`` then equals backprop).
@@ -335,7 +343,10 @@ def convert(
     # --- report ---------------------------------------------------------------------------------------------
     entries: list[LayerReport] = []
     converted = set(to_convert)
+    unsupported: list[str] = []  # weight-bearing layers left on backprop without the user asking for it
     for name, m in new.named_modules():
+        if name not in converted and not is_excluded(name) and _weight_bearing(m, name, reasons):
+            unsupported.append(f"{name or '<root>'!r} ({type(m).__name__})")
         if name in converted:
             role = "output layer: exact error e" if name == output_name else "hidden layer"
             if rule.direct and name != output_name:
@@ -372,7 +383,45 @@ def convert(
     report = ConversionReport(rule.to_dict(), output_name, tuple(entries))
     new.__dict__[_REPORT_ATTR] = report
     logger.info("%s", report)
+    if not to_convert:
+        why = (f"every weight layer is excluded or unsupported ({listed})" if weight_layers
+               else "the model has no nn.Linear or nn.Conv2d layer")
+        warnings.warn(f"convert(rule={rule.name!r}) converted no layer: {why}. The model trains with exact "
+                      "backprop; see conversion_report(model) for every module", UserWarning, stacklevel=2)
+    if unsupported and rule.feedback != "transport":
+        warnings.warn(
+            f"convert(rule={rule.name!r}): {len(unsupported)} weight-bearing layer(s) stay on exact backprop, not "
+            f"on the rule: {', '.join(unsupported)}. The rules replace the backward of nn.Linear and nn.Conv2d "
+            "only (MultiheadAttention computes its fused projections inside F.multi_head_attention_forward; "
+            "RNNs, Embedding, Conv1d/Conv3d, transposed convolutions, Bilinear, subclasses that override "
+            "forward() and parametrized weights are not supported), so these layers learn with backprop's "
+            "gradient. Build them from nn.Linear / nn.Conv2d (e.g. bioplastic.architectures.vit's attention) "
+            "to put them on the rule, or pass exclude=[...] to keep them on backprop deliberately (no warning). "
+            "The reasons are in conversion_report(model).kept", UserWarning, stacklevel=2)
     return new
+
+
+_UNSUPPORTED_WEIGHT_TYPES = (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase, nn.Embedding, nn.EmbeddingBag,
+                             nn.Bilinear, nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                             nn.ConvTranspose3d)
+
+
+def _weight_bearing(m: nn.Module, name: str, reasons: Mapping[str, str]) -> bool:
+    """Whether a module left on backprop holds a weight matrix / kernel the rules would normally train.
+
+    Linear / Conv2d kept for a reason other than the user's ``exclude`` (overridden forward, parametrized),
+    the unsupported weight layers (MultiheadAttention counts once, not its inner projections), and any other
+    module with its own ``weight`` parameter of 2 or more dims (a custom layer). Normalisation layers, PReLU
+    and free parameters (a ViT's class token, position embedding) are not weight layers.
+    """
+    if name in reasons:
+        return True
+    if isinstance(m, _UNSUPPORTED_WEIGHT_TYPES):
+        return True
+    if isinstance(m, (_NORM_TYPES, nn.PReLU, *_WEIGHT_TYPES)):
+        return False
+    weight = m._parameters.get("weight")
+    return isinstance(weight, torch.Tensor) and weight.ndim >= 2
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -400,6 +449,42 @@ def conversion_report(model: nn.Module) -> ConversionReport:
 def feedback_layers(model: nn.Module) -> list[tuple[str, FeedbackLayer]]:
     """``(name, layer)`` of every converted layer, in module (forward-definition) order."""
     return [(n, m) for n, m in _unwrap(model).named_modules() if isinstance(m, FeedbackLayer)]
+
+
+def set_targets(model: nn.Module, targets: torch.Tensor) -> None:
+    """Give a converted model the targets of its latest forward pass, for Oja's rule with targets.
+
+    ``feedback_learning="oja"`` with ``oja_covariance="targets"`` (or ``"auto"``) forms ``P``'s covariance from
+    the targets at the output layer (layer-wise LDFA) or at every layer (direct LDFA): the label covariance
+    ``Sigma^yy`` of Hanut & Kadmon (2025, arXiv:2502.20580, ICLR Eq. 8). Call it after the forward pass and
+    before ``loss.backward()``; bioplastic's trainer does. Models whose rule does not read targets ignore them.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model returned by :func:`convert` (also wrapped: DDP, ``torch.compile``).
+    targets : torch.Tensor
+        Class indices, integer, shape ``(N,)``, or target vectors, floating point, shape ``(N, d)``; ``N`` the
+        rows of the output layer's error (the batch), ``d`` its width. Detached; not copied.
+
+    Raises
+    ------
+    TypeError
+        ``targets`` is not a tensor.
+    ValueError
+        ``model`` has no converted layers.
+    RuntimeError
+        No forward pass has run yet.
+    """
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+    layers = feedback_layers(model)
+    if not layers:
+        raise ValueError("set_targets: the model has no converted layers; convert it with bioplastic.convert first")
+    bus = layers[0][1].bus
+    if bus.last is None:
+        raise RuntimeError("set_targets: call it after the forward pass (the targets belong to that pass)")
+    bus.last.targets = targets.detach()
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -432,7 +517,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list
     ``torch.optim.AdamW(param_groups(model, 1e-3, 0.05))``. Feedback group: Kolen-Pollack gets the forward
     ``lr`` and ``weight_decay`` (Akrout et al. 2019: same update and decay on both sides, so ``B -> W``);
     LDFA gets ``rule.feedback_lr`` (or ``lr`` when None) and ``rule.feedback_weight_decay`` (decoupled with
-    AdamW, as the authors). The feedback group is omitted when there is no trainable feedback.
+    AdamW, as the authors); when that is None (the default of ``q_only`` and ``oja``, whose ``Q`` learns by
+    Kolen-Pollack) the forward ``weight_decay``, so that ``Q - P^T W`` decays as ``B - W`` does. The feedback
+    group is omitted when there is no trainable feedback.
     """
     forward, feedback = split_parameters(model)
     groups = [{"name": "forward", "params": forward, "lr": lr, "weight_decay": weight_decay}]
@@ -442,7 +529,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list
             fb_lr, fb_wd = lr, weight_decay
         else:
             fb_lr = rule.get("feedback_lr") or lr
-            fb_wd = rule.get("feedback_weight_decay") or 0.0
+            fb_wd = rule.get("feedback_weight_decay")
+            if fb_wd is None:  # q_only / oja: Kolen-Pollack's Q decays like W (rules.low_rank.KOLEN_POLLACK_MODES)
+                fb_wd = weight_decay if rule.get("feedback_learning") in KOLEN_POLLACK_MODES else 0.0
         groups.append({"name": "feedback", "params": feedback, "lr": fb_lr, "weight_decay": fb_wd})
     return groups
 

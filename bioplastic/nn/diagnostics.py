@@ -1,8 +1,9 @@
 """Per-layer diagnostics: how far a rule's updates and feedback are from backprop's."""
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,54 @@ import xarray as xr
 from bioplastic._checks import check_finite
 from bioplastic.nn.convert import conversion_report, feedback_layers
 
-__all__ = ["alignment", "matrix_angle", "largest_principal_angle"]
+__all__ = ["alignment", "matrix_angle", "largest_principal_angle", "true_gradient"]
+
+
+@contextlib.contextmanager
+def true_gradient(model: nn.Module) -> Iterator[nn.Module]:
+    """Context manager: backward passes through ``model`` give the true derivative (backprop), not the rule's.
+
+    A converted layer's backward is its learning rule's in training **and** in evaluation mode (``eval()``
+    switches dropout and BatchNorm, as in PyTorch, not the learning rule): a gradient of a converted model
+    is the rule's update signal, e.g. ``delta B`` for feedback alignment. Wrap a computation in
+    ``with true_gradient(model):`` when you need the derivative of the network function itself: input
+    gradients, saliency maps, gradient receptive fields
+    (:func:`bioplastic.analysis.receptive_fields.measure_receptive_fields` uses it), or the backprop
+    reference of :func:`alignment`. Inside, every converted layer sends ``delta W`` below (BatchNorm and
+    other unconverted modules are exact anyway); feedback parameters get no gradient.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model returned by :func:`bioplastic.convert` (or a plain model, for which nothing changes).
+
+    Yields
+    ------
+    torch.nn.Module
+        ``model`` itself.
+
+    Notes
+    -----
+    The switch is read when the backward pass runs: ``loss.backward()`` / ``torch.autograd.grad`` must be
+    called inside the block (the forward pass may be inside or before it). The previous state is restored
+    on exit, also after an exception, and blocks may be nested. Not thread-safe across threads that share
+    one converted model.
+
+    Examples
+    --------
+    >>> net = bioplastic.convert(model, "fa")                              # doctest: +SKIP
+    >>> with bioplastic.nn.true_gradient(net):                             # doctest: +SKIP
+    ...     (saliency,) = torch.autograd.grad(net(x)[:, label].sum(), x)   # d(logit)/dx, not via B
+    """
+    buses = list({id(layer.bus): layer.bus for _, layer in feedback_layers(model)}.values())
+    previous = [bus.force_bp for bus in buses]
+    for bus in buses:
+        bus.force_bp = True
+    try:
+        yield model
+    finally:
+        for bus, flag in zip(buses, previous):
+            bus.force_bp = flag
 
 
 def matrix_angle(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -122,8 +170,10 @@ def alignment(model: nn.Module, inputs: Any, targets: torch.Tensor,
         devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
         trainable = [i for i, (_, layer) in enumerate(layers) if layer.weight.requires_grad]
         weights = [layers[i][1].weight for i in trainable]
+        force_bp_before = bus.force_bp  # alignment may run inside a true_gradient block
         try:
             with torch.random.fork_rng(devices=devices), torch.enable_grad():
+                bus.force_bp = False
                 bus.capture = {}
                 out = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
                 loss = loss_fn(out, targets)
@@ -137,7 +187,7 @@ def alignment(model: nn.Module, inputs: Any, targets: torch.Tensor,
                 bp_grads = torch.autograd.grad(loss, weights, allow_unused=True)
         finally:
             bus.capture = None
-            bus.force_bp = False
+            bus.force_bp = force_bp_before
             with torch.no_grad():
                 for k, v in model.named_buffers():
                     v.copy_(buffers[k])

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.nn.grad import conv2d_input, conv2d_weight
 
+from bioplastic.rules.low_rank import oja_rows, oja_subspace_gradient, target_rows
+
 if TYPE_CHECKING:  # pragma: no cover
     from bioplastic.nn.layers import FeedbackConv2d, FeedbackLinear
 
@@ -28,13 +30,15 @@ __all__ = ["ErrorBus", "LinearFunction", "Conv2dFunction"]
 
 
 class _Slot:
-    """Holds the output error ``e`` of one forward pass (filled by the output layer's backward)."""
+    """Holds the output error ``e`` of one forward pass (filled by the output layer's backward) and the targets
+    of that pass (given by :func:`bioplastic.nn.set_targets`, read by Oja's rule)."""
 
-    __slots__ = ("e", "lead")
+    __slots__ = ("e", "lead", "targets")
 
     def __init__(self) -> None:
         self.e: torch.Tensor | None = None  # (N_e, d), rows = leading dims of the output flattened
         self.lead: tuple[int, ...] = ()
+        self.targets: torch.Tensor | None = None  # (N_e,) class indices or (N_e, d) target vectors
 
 
 class ErrorBus:
@@ -49,6 +53,7 @@ class ErrorBus:
 
     def __init__(self) -> None:
         self.current = _Slot()
+        self.last: _Slot | None = None  # the slot of the latest completed forward pass (for set_targets)
         self.force_bp = False  # diagnostics: run the backprop path in every layer
         self.capture: dict[int, torch.Tensor] | None = None  # diagnostics: id(layer) -> delta (N, out)
 
@@ -95,15 +100,40 @@ def _direct_rows(h: torch.Tensor, lead_e: tuple[int, ...]) -> torch.Tensor:
     return h.reshape(n_e, -1, h.shape[-1]).sum(1) if h.shape[0] != n_e else h
 
 
-def _oja_grad_p(delta_rows: torch.Tensor, z_rows: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Oja's subspace rule as a descent gradient: ``-(C P - P P^T C P)`` with trace-normalised ``C``.
+def _oja_source(layer, slot: _Slot, rows: torch.Tensor, *, direct: bool) -> torch.Tensor | None:
+    """Target rows ``T`` for Oja's covariance of this layer (``rule.oja_covariance``), None for the error.
 
-    ``delta_rows``: (N, out); ``z_rows = delta_rows P``: (N, r); ``p``: (out, r). Oja (1982, 1989).
+    Targets stand in for the error at the output layer of layer-wise LDFA and at every layer of direct LDFA
+    (whose ``P`` lives in the output space), standardised per class for the direct variant (the authors'
+    ``rADFA_linear.py``). ``rows``: the error rows (N, d) of the layer.
     """
-    trace = delta_rows.square().sum().clamp_min(torch.finfo(delta_rows.dtype).tiny)
-    cp = delta_rows.t().mm(z_rows)
-    ptcp = z_rows.t().mm(z_rows)
-    return (p.mm(ptcp) - cp) / trace
+    cov = layer.rule.oja_covariance
+    if cov == "error" or not (direct or layer.is_output):
+        return None
+    targets = slot.targets
+    if targets is None:
+        if cov == "auto":
+            return None
+        raise RuntimeError(
+            f"layer {layer.layer_name!r} ({layer.rule.name}, feedback_learning='oja', oja_covariance='targets') "
+            "needs the targets of this batch: call bioplastic.nn.set_targets(model, targets) after the forward "
+            "pass and before backward (bioplastic's trainer does), or use oja_covariance='error'")
+    return target_rows(targets.to(rows.device), rows.shape[0], rows.shape[1], standardize=direct,
+                       dtype=rows.dtype)
+
+
+def _oja_grad_p(layer, delta: torch.Tensor, z: torch.Tensor, p: torch.Tensor,
+                source: torch.Tensor | None) -> torch.Tensor:
+    """Oja's ``grad_P`` of a Linear-layout layer from rows ``S`` (``source``, or the error ``delta``).
+
+    ``delta``: (N, out); ``z = delta P``: (N, r); ``p``: (out, r). The formula is
+    :func:`bioplastic.rules.low_rank.oja_subspace_gradient` (Oja 1982, 1989).
+    """
+    rows = delta if source is None else source
+    if layer.rule.oja_centre:
+        rows = oja_rows(rows, centre=True)
+    zs = z if rows is delta else rows.mm(p)
+    return oja_subspace_gradient(rows.t().mm(zs), zs.t().mm(zs), p, rows.square().sum())
 
 
 def _normative_grads(p: torch.Tensor, q: torch.Tensor, w: torch.Tensor, groups: int):
@@ -192,7 +222,9 @@ class LinearFunction(torch.autograd.Function):
             z = delta.mm(p) if _needs_z(layer, need_x, need_fb) else None
             if need_x:
                 grad_x = _clamp(z.mm(q), layer).reshape(x.shape)
-            fb_grads = _low_rank_grads(layer, delta, z, h, p, q, weight, need_fb, groups=1)
+            source = (_oja_source(layer, ctx.slot, delta, direct=False)
+                      if need_fb[0] and layer.rule.feedback_learning == "oja" else None)
+            fb_grads = _low_rank_grads(layer, delta, z, h, p, q, weight, need_fb, groups=1, oja_source=source)
         else:  # direct, direct_low_rank
             slot = ctx.slot
             if slot.e is None:
@@ -209,7 +241,10 @@ class LinearFunction(torch.autograd.Function):
                     grad_x = _clamp(_broadcast_direct(z.mm(q), slot.lead, x.shape, layer.layer_name), layer)
                 if _learns_feedback(layer, need_fb):
                     h_rows = _direct_rows(h, slot.lead)
-                    fb_grads = _low_rank_grads(layer, e, z, h_rows, p, q, None, need_fb, groups=1)
+                    source = (_oja_source(layer, slot, e, direct=True)
+                              if need_fb[0] and layer.rule.feedback_learning == "oja" else None)
+                    fb_grads = _low_rank_grads(layer, e, z, h_rows, p, q, None, need_fb, groups=1,
+                                               oja_source=source)
         if not need_w:
             grad_w = None
         return (grad_x, grad_w, grad_b, None, None, *fb_grads)
@@ -247,12 +282,13 @@ def _needs_z(layer, need_x, need_fb) -> bool:
     return mode != "normative" and (bool(need_fb[1]) or (bool(need_fb[0]) and mode == "oja"))
 
 
-def _low_rank_grads(layer, delta, z, h, p, q, weight, need_fb, groups):
+def _low_rank_grads(layer, delta, z, h, p, q, weight, need_fb, groups, oja_source=None):
     """Gradients of ``P`` and ``Q`` for the five feedback-learning modes (Linear layout, 2-D tensors).
 
     ``delta``: (N, out) error rows (``e`` for direct LDFA); ``z = delta P``: (N, r), None where no mode
     reads it (see :func:`_needs_z`); ``h``: (N, in);
-    ``p``: (out, r); ``q``: (r, in); ``weight``: (out, in) or None.
+    ``p``: (out, r); ``q``: (r, in); ``weight``: (out, in) or None; ``oja_source``: the rows of Oja's
+    covariance when they are not ``delta`` (targets, :func:`_oja_source`).
     """
     mode = layer.rule.feedback_learning
     grad_p = grad_q = None
@@ -267,7 +303,7 @@ def _low_rank_grads(layer, delta, z, h, p, q, weight, need_fb, groups):
             if mode == "local":
                 grad_p = delta.t().mm(h.mm(q.t()))  # delta^T (h Q^T)
             elif mode == "oja":
-                grad_p = _oja_grad_p(delta, z, p)
+                grad_p = _oja_grad_p(layer, delta, z, p, oja_source)
     return [grad_p if need_fb[0] else None, grad_q if need_fb[1] else None]
 
 
@@ -364,7 +400,10 @@ class Conv2dFunction(torch.autograd.Function):
                 if need_x:
                     grad_x = _clamp(z.mm(q2).reshape(x.shape), layer)
                 if _learns_feedback(layer, need_fb):
-                    gp, gq = _low_rank_grads(layer, e, z, h_rows, p, q2, None, need_fb, groups=1)
+                    source = (_oja_source(layer, slot, e, direct=True)
+                              if need_fb[0] and layer.rule.feedback_learning == "oja" else None)
+                    gp, gq = _low_rank_grads(layer, e, z, h_rows, p, q2, None, need_fb, groups=1,
+                                             oja_source=source)
                     fb_grads = [gp, None if gq is None else gq.reshape(q.shape)]
         if not need_w:
             grad_w = None
@@ -393,10 +432,17 @@ def _conv_low_rank_grads(layer, x, delta, z, p, q, weight, need_fb, conf):
             u4 = u.reshape(n_b, groups, r // groups, -1)
             grad_p = torch.einsum("bgoh,bgrh->gor", d4, u4).reshape(p.shape)
         elif mode == "oja":
-            z4 = z.reshape(n_b, groups, r // groups, -1)
-            trace = delta.square().sum().clamp_min(torch.finfo(delta.dtype).tiny)
+            if layer.is_output and layer.rule.oja_covariance == "targets":
+                raise RuntimeError(f"layer {layer.layer_name!r}: oja_covariance='targets' is not defined for a "
+                                   "Conv2d output layer (per-position errors have no per-position targets); use "
+                                   "oja_covariance='error'")
+            p3 = p.reshape(groups, c_out // groups, r // groups)
+            if layer.rule.oja_centre:  # per-position error rows centred over batch and positions (authors' v1)
+                d4 = d4 - d4.mean((0, 3), keepdim=True)
+                z4 = torch.einsum("bgoh,gor->bgrh", d4, p3)
+            else:
+                z4 = z.reshape(n_b, groups, r // groups, -1)
             cp = torch.einsum("bgoh,bgrh->gor", d4, z4)
             ptcp = torch.einsum("bgrh,bgsh->grs", z4, z4)
-            p3 = p.reshape(groups, c_out // groups, r // groups)
-            grad_p = ((p3.bmm(ptcp) - cp) / trace).reshape(p.shape)
+            grad_p = oja_subspace_gradient(cp, ptcp, p3, d4.square().sum()).reshape(p.shape)
     return [grad_p, grad_q]

@@ -214,6 +214,7 @@ class FeedbackLinear(FeedbackLayer, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         slot = self.bus.current
         if self.is_output:  # the output layer ends a forward pass: the next pass gets a fresh slot
+            self.bus.last = slot
             self.bus.current = _Slot()
         if not torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
@@ -240,6 +241,7 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         slot = self.bus.current
         if self.is_output:
+            self.bus.last = slot
             self.bus.current = _Slot()
         x, padding = self._numeric_padding(x)
         if not torch.is_grad_enabled():

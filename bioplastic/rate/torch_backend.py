@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
+from bioplastic._progress import progress_bar
 
 from bioplastic.rate.activations import rate_derivative, rate_function
 from bioplastic.rate.model import ERROR_POPULATION
@@ -85,7 +85,7 @@ def run_torch(net: RateNetwork, proto: Protocol) -> dict[str, Any]:
     spp = proto.steps_per_presentation
     n_step = 0
     rec_i = 0
-    for blk in tqdm(range(proto.n_blocks), disable=not proto.progress, desc="presentations", leave=False):
+    for blk in progress_bar(range(proto.n_blocks), disable=not proto.progress, desc="presentations", leave=False):
         x = stim[blk]
         y = targ[blk]
         for _ in range(spp):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
+from bioplastic._progress import progress_bar
 
 from bioplastic._checks import check_positive_int
 from bioplastic.rate.simulate import _as_tensor, predict, simulate
@@ -209,7 +209,7 @@ def train_online(
     scales = [1.0]
     log.info("rate network %r: step 0 test accuracy %.4f", net, test_acc[-1])
     done = 0
-    with tqdm(total=total, disable=not progress, desc=f"online learning ({backend})") as bar:
+    with progress_bar(total=total, disable=not progress, desc=f"online learning ({backend})") as bar:
         while done < total:
             n = min(eval_every - done % eval_every, total - done)
             scale = 1.0

@@ -12,27 +12,127 @@ import dataclasses
 import math
 from typing import Literal
 
+import torch
+import torch.nn.functional as F
+
 from bioplastic._checks import check_choice, check_positive_int
 from bioplastic.rules.base import Rule, check_nonnegative_float
 
-__all__ = ["LDFA", "DirectLDFA", "FEEDBACK_LEARNING"]
+__all__ = ["LDFA", "DirectLDFA", "FEEDBACK_LEARNING", "KOLEN_POLLACK_MODES", "OJA_COVARIANCE", "oja_subspace_gradient", "oja_rows",
+           "target_rows"]
 
 #: The five ways the feedback subspace learns (science notes, section 2).
 FEEDBACK_LEARNING = ("fixed", "q_only", "normative", "local", "oja")
 
 FeedbackLearning = Literal["fixed", "q_only", "normative", "local", "oja"]
 
+#: Where Oja's rule takes its covariance from (``LDFA.oja_covariance``).
+OJA_COVARIANCE = ("auto", "error", "targets")
+
+OjaCovariance = Literal["auto", "error", "targets"]
+
+#: Modes whose ``Q`` learns by Kolen-Pollack, ``grad_Q = (delta P)^T h = P^T grad_W`` (Kolen & Pollack 1994;
+#: Akrout et al. 2019). Their default feedback weight decay is the forward weights' own (``None`` in
+#: ``_MODE_DEFAULTS``): with the same update and the same decay on both sides, ``Q - P^T W`` shrinks by
+#: ``(1 - lr lambda)`` per SGD step, so ``Q`` forgets its random start and converges to ``P^T W``; a decay on
+#: ``Q`` alone would instead pull ``Q`` towards 0 while ``W`` keeps its part ``W(0)``. The authors' v1 runs did
+#: exactly this: one Adam optimiser with a coupled L2 decay of 5e-4 to 7e-4 on ``W``, ``P`` and ``Q``
+#: (``train_cifar_fc_one_cycle.py``, github.com/maherhanut1/LDFA). Measured: docs/rules.md, "Kolen-Pollack decay".
+KOLEN_POLLACK_MODES = ("q_only", "oja")
+
 #: Defaults that depend on the feedback-learning mode: (feedback_lr, feedback_weight_decay).
-#: ``None`` for the learning rate means "the forward learning rate" (see bioplastic.nn.param_groups).
+#: ``None`` for the learning rate means "the forward learning rate", ``None`` for the weight decay "the forward
+#: weight decay" (see bioplastic.nn.param_groups and the trainer's feedback optimiser).
 _MODE_DEFAULTS = {
     "fixed": (None, 0.0),
-    "q_only": (None, 0.0),
+    "q_only": (None, None),     # None: the forward weight decay (Kolen-Pollack, see KOLEN_POLLACK_MODES)
     "normative": (0.01, 0.0),   # authors: AdamW, lr 0.01-0.015, no weight decay
     "local": (None, 0.1),       # authors: AdamW, weight decay 0.1
-    "oja": (None, 0.0),
+    "oja": (None, None),
 }
 
 DEFAULT_RANK = 10
+
+
+def oja_subspace_gradient(cp, ptcp, p, trace):
+    """Oja's subspace rule (Oja 1982, 1989) as a descent gradient: ``-(C P - P (P^T C P)) / tr C``.
+
+    The one formula of ``feedback_learning="oja"``, shared by the torch executor (:mod:`bioplastic.nn`) and the
+    linear theory (:mod:`bioplastic.theory`); it takes ``C P`` and ``P^T C P`` rather than ``C`` so that a layer
+    with thousands of outputs never forms its ``(out, out)`` covariance.
+
+    Parameters
+    ----------
+    cp : torch.Tensor
+        ``C P``, shape ``(..., out, r)`` (a leading group axis is allowed).
+    ptcp : torch.Tensor
+        ``P^T C P``, shape ``(..., r, r)``.
+    p : torch.Tensor
+        ``P``, shape ``(..., out, r)``.
+    trace : torch.Tensor or float
+        Normaliser of ``C`` (``tr C`` for the trace-normalised rule, 1 for the raw covariance); clamped to the
+        smallest positive number of the dtype, so an all-zero batch gives a zero gradient.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape of ``p``. Descent on it moves the columns of ``P`` towards an orthonormal basis of the top-r
+        eigenvectors of ``C`` (the fixed points are ``P = U_r O``, ``O`` orthogonal).
+    """
+    if isinstance(trace, torch.Tensor):
+        trace = trace.clamp_min(torch.finfo(trace.dtype).tiny)
+    return (torch.matmul(p, ptcp) - cp) / trace
+
+
+def target_rows(targets, n_rows: int, width: int, *, standardize: bool, dtype=None):
+    """The rows ``T`` (``n_rows``, ``width``) whose covariance ``T^T T`` drives Oja's rule with targets.
+
+    Parameters
+    ----------
+    targets : torch.Tensor
+        Class indices (integer, shape ``(n_rows,)``; one-hot encoded to ``width`` classes) or target vectors
+        (floating point, shape ``(n_rows, width)``: regression targets, soft labels).
+    n_rows, width : int
+        Rows and width of the layer's error (``N`` rows of the flattened batch, ``d`` outputs).
+    standardize : bool
+        Standardise each column over the batch, ``(T - mean) / (std + 1e-8)``: the authors' direct variant
+        (``rADFA_linear.py`` of github.com/maherhanut1/LDFA). Without it the raw one-hot labels (their
+        layer-wise output layer, ``rAFA_linear.py``): ``T^T T / N`` is the label covariance ``Sigma^yy``.
+    dtype : torch.dtype, optional
+
+    Raises
+    ------
+    ValueError
+        Targets whose shape does not match the layer's error rows, or class indices outside ``[0, width)``.
+    """
+    if not targets.is_floating_point():
+        if tuple(targets.shape) != (n_rows,):
+            raise ValueError(f"oja targets: class indices must have shape ({n_rows},) (one per error row of the "
+                             f"output layer), got {tuple(targets.shape)}")
+        lo, hi = int(targets.min()), int(targets.max())  # host read: only in Oja's target mode
+        if lo < 0 or hi >= width:
+            raise ValueError(f"oja targets: class indices must lie in [0, {width}), got values in [{lo}, {hi}]")
+        t = F.one_hot(targets.long(), width).to(dtype or torch.get_default_dtype())
+    else:
+        t = targets.reshape(-1, targets.shape[-1]) if targets.dim() > 1 else targets
+        if tuple(t.shape) != (n_rows, width):
+            raise ValueError(f"oja targets: target vectors must have shape ({n_rows}, {width}) (one per error row "
+                             f"of the output layer), got {tuple(targets.shape)}")
+        t = t.to(dtype or t.dtype)
+    if standardize:
+        std = t.std(0) if n_rows > 1 else torch.zeros_like(t[0])
+        t = (t - t.mean(0)) / (std + 1e-8)
+    return t
+
+
+def oja_rows(rows, *, centre: bool):
+    """The error (or target) rows of Oja's covariance, centred over the batch when ``centre`` is true.
+
+    ``rows``: (N, out). Centring (``rows - mean``) is the authors' v1 convolution rule (``rAFA_conv.py``,
+    github.com/maherhanut1/LDFA: per-pixel errors centred and divided by the largest column s.d.; the scalar
+    division is absorbed by the trace normalisation of :func:`oja_subspace_gradient`).
+    """
+    return rows - rows.mean(0, keepdim=True) if centre else rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,17 +165,41 @@ class LDFA(Rule):
           the rank-r truncated SVD of ``W`` (``P = U sqrt(S)``, ``Q = sqrt(S) V^T``), so ``P Q`` tracks the best
           rank-r approximation of ``W`` (Eckart-Young). Not weight-transport free: the normative reference.
         - ``"local"``: ``grad_P = delta^T (h Q^T)``, ``grad_Q = (delta P)^T h``; synapse-local (v4).
-        - ``"oja"``: ``grad_P = -(C P - P (P^T C P))`` with ``C = delta^T delta / tr(delta^T delta)`` the
-          trace-normalised error covariance of the batch (Oja's subspace rule, Oja 1982, 1989; the columns of
-          ``P`` converge to an orthonormal basis of the top-r principal subspace of the error), and
-          ``grad_Q = (delta P)^T h`` (v1 rule).
+        - ``"oja"``: ``grad_P = -(C P - P (P^T C P))`` with ``C = S^T S / tr(S^T S)`` the trace-normalised
+          covariance of the batch rows ``S`` named by ``oja_covariance`` (Oja's subspace rule, Oja 1982, 1989;
+          the columns of ``P`` converge to an orthonormal basis of the top-r principal subspace of ``S``), and
+          ``grad_Q = (delta P)^T h`` (v1 rule, Kolen-Pollack-like).
     feedback_lr : float, optional
         Learning rate of the feedback optimiser, used by :func:`bioplastic.nn.param_groups`; ``None`` means the
         forward learning rate. Default per mode: 0.01 for ``"normative"`` (authors: AdamW, 0.01-0.015),
         ``None`` otherwise.
     feedback_weight_decay : float, optional
-        Decoupled weight decay of the feedback optimiser (:func:`bioplastic.nn.param_groups`). Default per
-        mode: 0.1 for ``"local"`` (authors: AdamW, 0.1), 0 otherwise.
+        Weight decay of the feedback optimiser (:func:`bioplastic.nn.param_groups`; decoupled with AdamW).
+        Default per mode: 0.1 for ``"local"`` (authors: AdamW, 0.1); ``None`` for ``"q_only"`` and ``"oja"``,
+        meaning *the forward weights' decay*: their ``Q`` learns by Kolen-Pollack, which converges to
+        ``P^T W`` only when ``W`` and ``Q`` get the same update and the same decay (Akrout et al. 2019; the
+        authors' one optimiser with coupled L2 5e-4 on ``W``, ``P``, ``Q``); without any decay ``Q`` never
+        forgets its random start (docs/rules.md, "Kolen-Pollack decay"); 0 for ``"fixed"`` and
+        ``"normative"``.
+    oja_covariance : {"auto", "error", "targets"}
+        ``"oja"`` only: the rows ``S`` whose covariance drives ``P``.
+
+        - ``"error"``: the layer's error ``delta`` (every layer);
+        - ``"targets"``: at the **output layer** the targets of the batch (class indices one-hot encoded, or
+          target vectors), so ``C`` is the label covariance ``Sigma^yy`` of the paper's theory (ICLR 2025 Eq. 8)
+          and of the authors' v1 code (``rAFA_linear.py``: one-hot labels at the output layer); hidden layers
+          keep their error (the targets do not live in their space). :class:`DirectLDFA`: every layer's ``P``
+          lives in the output space, so every layer uses the targets, standardised per class over the batch
+          (the authors' ``rADFA_linear.py``). Needs the targets of each batch:
+          :func:`bioplastic.nn.set_targets` (bioplastic's trainer calls it); without them ``backward`` raises.
+        - ``"auto"`` (default): ``"targets"`` when targets were given for the batch, ``"error"`` otherwise.
+          bioplastic's trainer always gives them, so its runs follow the paper; a custom loop that does not
+          call :func:`bioplastic.nn.set_targets` gets the error covariance (the package's earlier rule).
+    oja_centre : bool
+        ``"oja"`` only: subtract the batch mean from the rows ``S`` before forming ``C`` (for a convolution the
+        rows are the per-position errors). The authors' v1 convolution rule centres them (``rAFA_conv.py``;
+        their division by the largest column s.d. is a scalar that the trace normalisation removes). Default
+        False.
     reinit_every : int, optional
         ``"normative"`` only: re-initialise ``P, Q`` from the truncated SVD of ``W`` every this many optimiser
         steps, counted by :func:`bioplastic.nn.feedback_step` (the authors: every half epoch). ``None``: never.
@@ -100,10 +224,18 @@ class LDFA(Rule):
     feedback_weight_decay: float | None = dataclasses.field(default=None)
     reinit_every: int | None = None
     error_clamp: float | None = None
+    oja_covariance: OjaCovariance = "auto"
+    oja_centre: bool = False
 
     def __post_init__(self) -> None:
         rule = self.name
         check_choice(f"{rule} feedback_learning", self.feedback_learning, self._allowed_modes())
+        check_choice(f"{rule} oja_covariance", self.oja_covariance, OJA_COVARIANCE)
+        if not isinstance(self.oja_centre, bool):
+            raise ValueError(f"{rule}: option oja_centre must be True or False, got {self.oja_centre!r}")
+        if self.feedback_learning != "oja" and (self.oja_covariance != "auto" or self.oja_centre):
+            raise ValueError(f"{rule}: oja_covariance and oja_centre apply only to feedback_learning='oja', "
+                             f"not {self.feedback_learning!r}")
         if self.rank is not None and self.rank_fraction is not None:
             raise ValueError(f"{rule}: give rank or rank_fraction, not both (got rank={self.rank}, "
                              f"rank_fraction={self.rank_fraction})")
@@ -121,7 +253,8 @@ class LDFA(Rule):
         wd = wd_default if self.feedback_weight_decay is None else self.feedback_weight_decay
         object.__setattr__(self, "feedback_lr",
                            check_nonnegative_float(rule, "feedback_lr", lr, allow_none=True, strictly_positive=True))
-        object.__setattr__(self, "feedback_weight_decay", check_nonnegative_float(rule, "feedback_weight_decay", wd))
+        object.__setattr__(self, "feedback_weight_decay",
+                           check_nonnegative_float(rule, "feedback_weight_decay", wd, allow_none=True))
         if self.reinit_every is not None:
             if self.feedback_learning != "normative":
                 raise ValueError(f"{rule}: reinit_every applies only to feedback_learning='normative', "
@@ -166,7 +299,8 @@ class DirectLDFA(LDFA):
 
     - the maximal rank of a layer is ``min(d, in_l)``; ``rank_fraction`` is a fraction of ``d``;
     - ``feedback_learning`` is one of ``"fixed"``, ``"q_only"``, ``"local"`` (default), ``"oja"``, with ``e``
-      in place of ``delta`` in the formulas of :class:`LDFA`. ``"normative"`` raises ``ValueError``: the
+      in place of ``delta`` in the formulas of :class:`LDFA`; Oja's targets are standardised per class
+      (``oja_covariance``). ``"normative"`` raises ``ValueError``: the
       direct pathway has no forward matrix for ``P Q`` to approximate.
     """
 

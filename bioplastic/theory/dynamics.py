@@ -36,8 +36,11 @@ gradient applied by plain descent):
   with ``error_normalization="trace"`` the error is divided by its RMS, ``G2 / sqrt(tr C)`` (a normalised
   teaching signal for the feedback weights, the role Adam's normalisation plays in the authors' runs).
 - ``oja``: ``grad_P = -(C_n P - P (P^T C_n P))`` (Oja's subspace rule, Oja 1989), ``C_n = C / tr C`` (or ``C``
-  unnormalised), and the Kolen-Pollack-like ``grad_Q = P^T G2`` (+ ``lambda_B`` on both). Default
-  ``error_normalization``: ``"trace"`` for ``oja``, ``"none"`` for ``local`` (as the rule core).
+  unnormalised), and the Kolen-Pollack-like ``grad_Q = P^T G2`` (+ ``lambda_B`` on both). ``C`` is the error
+  covariance ``<e e^T>`` (``oja_covariance="error"``, default) or the output covariance ``Syy = <y y^T>``
+  (``"targets"``: the paper's theory, ICLR 2025 Eq. 8, and the authors' v1 code with one-hot labels at the
+  output). Default ``error_normalization``: ``"trace"`` for ``oja``, ``"none"`` for ``local`` (as the rule
+  core). The formula is :func:`bioplastic.rules.low_rank.oja_subspace_gradient`, shared with the torch executor.
 
 Source: Hanut & Kadmon (2025), "Training Large Neural Networks With Low-Dimensional Error Feedback",
 arXiv:2502.20580; BP mode dynamics: Saxe, McClelland & Ganguli (2014), ICLR.
@@ -57,6 +60,7 @@ try:  # the rule core's names, so that the theory and the torch executor agree o
 except ImportError:  # pragma: no cover - only while the rule core is being written
     RULE_NAMES = ("bp", "fa", "dfa", "sign_symmetry", "kolen_pollack", "ldfa", "direct_ldfa")
     FEEDBACK_LEARNING = ("fixed", "q_only", "normative", "local", "oja")
+from bioplastic.rules.low_rank import oja_subspace_gradient  # noqa: E402  (one Oja formula for both executors)
 
 __all__ = ["RULE_NAMES", "FEEDBACK_LEARNING", "ERROR_NORMALIZATIONS", "INITS", "SIGN_SCALES", "RuleSpec",
            "make_rule_spec", "rule_label", "increments", "feedback_operator", "initial_state", "svd_feedback"]
@@ -65,6 +69,8 @@ __all__ = ["RULE_NAMES", "FEEDBACK_LEARNING", "ERROR_NORMALIZATIONS", "INITS", "
 #: "direct" variants coincide with their layer-wise counterparts, as the output error is the delta of ``W2``).
 THEORY_RULES = ("bp", "fa", "dfa", "sign_symmetry", "kolen_pollack", "ldfa", "direct_ldfa")
 ERROR_NORMALIZATIONS = ("trace", "none")
+#: Covariance source of ``oja`` in the theory: the error ``<e e^T>`` or the output covariance ``Syy``.
+OJA_COVARIANCES = ("error", "targets")
 INITS = ("random", "decoupled")
 SIGN_SCALES = ("mean_abs", "unit")
 _LOW_RANK = ("ldfa", "direct_ldfa")
@@ -98,6 +104,7 @@ class RuleSpec:
     error_normalization: str
     sign_scale: str
     reinit_every: int | None
+    oja_covariance: str = "error"
 
     @property
     def label(self) -> str:
@@ -129,12 +136,17 @@ def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None
                    feedback_learning: str | None = None, lr: float = 2.5e-3, feedback_lr: float | None = None,
                    weight_decay: float = 0.0, feedback_weight_decay: float | None = None,
                    error_normalization: str | None = None, sign_scale: str | None = None,
-                   reinit_every: int | None = None, feedback_lr_p: float | None = None) -> RuleSpec:
+                   reinit_every: int | None = None, feedback_lr_p: float | None = None,
+                   oja_covariance: str | None = None) -> RuleSpec:
     """Validate a rule name (or a :class:`bioplastic.rules.Rule` object) and its options.
 
     A ``Rule`` object supplies ``rank`` (or ``rank_fraction`` of ``n_outputs``), ``feedback_learning``,
-    ``feedback_lr``, ``feedback_weight_decay``, ``reinit_every`` and ``scale``; keyword arguments given
-    explicitly (not ``None``) override them.
+    ``feedback_lr``, ``feedback_weight_decay``, ``reinit_every``, ``scale`` and ``oja_covariance``; keyword
+    arguments given explicitly (not ``None``) override them. ``oja_covariance``: ``"error"`` (default) or
+    ``"targets"`` (``Syy``, the paper's form); a ``Rule``'s ``"auto"`` means the default here.
+    ``error_normalization`` defaults to ``"trace"`` for ``oja`` on the error (the rule core's choice) and to
+    ``"none"`` for ``oja`` on ``Syy`` (the paper's Eq. 8, ``tau_P dP/dt = (I - P P^T) Syy P`` in the row
+    convention) and for ``local``.
 
     Raises
     ------
@@ -159,6 +171,11 @@ def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None
             feedback_weight_decay = cfg.get("feedback_weight_decay")
         reinit_every = reinit_every if reinit_every is not None else cfg.get("reinit_every")
         sign_scale = sign_scale or cfg.get("scale")
+        if oja_covariance is None and cfg.get("oja_covariance") not in (None, "auto"):
+            oja_covariance = cfg["oja_covariance"]
+        if cfg.get("oja_centre"):
+            raise ValueError("the linear theory's inputs have zero mean: oja_centre changes nothing there; "
+                             "use oja_centre=False")
         rule = cfg["name"]
     check_choice("rule", rule, RULE_NAMES)
     check_choice("rule (linear theory)", rule, THEORY_RULES)
@@ -182,10 +199,17 @@ def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None
     feedback_lr_p = feedback_lr if feedback_lr_p is None else _check_rate("feedback_lr_p", feedback_lr_p,
                                                                           positive=True)
     weight_decay = _check_rate("weight_decay", weight_decay, positive=False)
+    if feedback_weight_decay is None:  # q_only / oja: Kolen-Pollack's Q decays like W (the rule core's default)
+        feedback_weight_decay = weight_decay if feedback_learning in ("q_only", "oja") else None
     feedback_weight_decay = _check_rate("feedback_weight_decay", 0.0 if feedback_weight_decay is None
                                         else feedback_weight_decay, positive=False)
-    if error_normalization is None:  # the rule core's choices: oja normalises, local does not
-        error_normalization = "trace" if feedback_learning == "oja" else "none"
+    oja_covariance = "error" if oja_covariance is None else oja_covariance
+    check_choice("oja_covariance", oja_covariance, OJA_COVARIANCES)
+    if oja_covariance != "error" and feedback_learning != "oja":
+        raise ValueError(f"oja_covariance applies only to feedback_learning='oja', not {feedback_learning!r}")
+    if error_normalization is None:  # the rule core's choices: oja normalises, local does not; Syy: the paper's
+        error_normalization = ("none" if oja_covariance == "targets"
+                               else "trace" if feedback_learning == "oja" else "none")
     check_choice("error_normalization", error_normalization, ERROR_NORMALIZATIONS)
     sign_scale = sign_scale or "mean_abs"
     check_choice("sign_scale", sign_scale, SIGN_SCALES)
@@ -196,7 +220,7 @@ def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None
     return RuleSpec(rule=rule, feedback_learning=feedback_learning if rule in _LOW_RANK else None, rank=rank,
                     lr=lr, feedback_lr=feedback_lr, feedback_lr_p=feedback_lr_p, weight_decay=weight_decay,
                     feedback_weight_decay=feedback_weight_decay, error_normalization=error_normalization,
-                    sign_scale=sign_scale, reinit_every=reinit_every)
+                    sign_scale=sign_scale, reinit_every=reinit_every, oja_covariance=oja_covariance)
 
 
 def feedback_operator(spec: RuleSpec, state: dict[str, torch.Tensor],
@@ -266,12 +290,11 @@ def increments(spec: RuleSpec, state: dict[str, torch.Tensor], sxx: torch.Tensor
                 tr = torch.trace(e @ m_.T - m_ @ syx.T + syy)
                 g2 = g2 / torch.sqrt(torch.clamp(tr, min=torch.finfo(tr.dtype).tiny))
             grad_p, grad_q = g2 @ q.T, p.T @ g2
-        else:  # oja
-            c = e @ m_.T - m_ @ syx.T + syy
-            if spec.error_normalization == "trace":
-                c = c / torch.clamp(torch.trace(c), min=torch.finfo(c.dtype).tiny)
+        else:  # oja: error covariance <e e^T> or the output covariance Syy (the paper's Eq. 8)
+            c = syy if spec.oja_covariance == "targets" else e @ m_.T - m_ @ syx.T + syy
             cp = c @ p
-            grad_p, grad_q = -(cp - p @ (p.T @ cp)), p.T @ g2
+            trace = torch.trace(c) if spec.error_normalization == "trace" else 1.0
+            grad_p, grad_q = oja_subspace_gradient(cp, p.T @ cp, p, trace), p.T @ g2
         if grad_p is not None:
             plr = spec.feedback_lr_p
             out["P"] = -plr * (grad_p + fwd * p) if fwd else -plr * grad_p

@@ -87,6 +87,7 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
                   lr: float = 2.5e-3, feedback_lr: float | None = None, weight_decay: float = 0.0,
                   feedback_weight_decay: float | None = None, error_normalization: ErrorNormalization | None = None,
                   sign_scale: str | None = None, reinit_every: int | None = None, feedback_lr_p: float | None = None,
+                  oja_covariance: str | None = None,
                   init: Init = "random",
                   init_scale: float = 0.1, feedback_init_scale: float = 1.0, record_every: int | None = None,
                   seed: int = 0, initial_weights: dict[str, Any] | None = None, method: Method = "RK45",
@@ -113,7 +114,7 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
     Parameters
     ----------
     rule, teacher, n_hidden, rank, feedback_learning, steps, lr, feedback_lr, feedback_lr_p, weight_decay,
-    feedback_weight_decay, error_normalization, sign_scale, reinit_every, init, init_scale,
+    feedback_weight_decay, error_normalization, sign_scale, reinit_every, oja_covariance, init, init_scale,
     feedback_init_scale, record_every, seed, initial_weights
         As :func:`simulate` (``steps`` is the duration in steps; records at the same steps).
     method : {"RK45", "DOP853", "LSODA", "closed_form"}
@@ -144,7 +145,8 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
                           feedback_learning=feedback_learning, lr=lr, feedback_lr=feedback_lr,
                           weight_decay=weight_decay, feedback_weight_decay=feedback_weight_decay,
                           error_normalization=error_normalization, sign_scale=sign_scale,
-                          reinit_every=reinit_every, feedback_lr_p=feedback_lr_p)
+                          reinit_every=reinit_every, feedback_lr_p=feedback_lr_p,
+                          oja_covariance=oja_covariance)
     rec = record_steps(steps, record_every)
     n_modes, n_angles = teacher.rank, min(spec.rank, teacher.rank)
     if n_modes == 0:

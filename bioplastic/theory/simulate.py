@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
+from bioplastic._progress import progress_bar
 
 from bioplastic._checks import check_finite, check_positive_int
 from bioplastic.theory._results import build_dataset, diagnostics
@@ -70,6 +70,7 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
              lr: float = 2.5e-3, feedback_lr: float | None = None, weight_decay: float = 0.0,
              feedback_weight_decay: float | None = None, error_normalization: ErrorNormalization | None = None,
              sign_scale: str | None = None, reinit_every: int | None = None, feedback_lr_p: float | None = None,
+             oja_covariance: str | None = None,
              init: Init = "random",
              init_scale: float = 0.1, feedback_init_scale: float = 1.0, n_samples: int | None = None,
              batch_size: int | None = None, record_every: int | None = None, seed: int = 0,
@@ -115,6 +116,10 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
         ``oja``: Oja's rule sees ``C / tr C`` (default, as the rule core) or the raw error covariance ``C``.
         ``local``: the feedback weights learn from the raw error (default, as the rule core) or from the error
         divided by its RMS ``sqrt(tr C)``.
+    oja_covariance : {"error", "targets"}, optional
+        ``oja`` only: ``P`` follows the error covariance ``<e e^T>`` (default, the torch executor's rule without
+        targets) or the output covariance ``Syy = <y y^T>`` (``"targets"``: the paper's theory, ICLR 2025
+        Eq. 8; on a training set or batch its sample ``Syy``).
     sign_scale : {"mean_abs", "unit"}, optional
         ``sign_symmetry`` only (default ``"mean_abs"``).
     reinit_every : int, optional
@@ -175,7 +180,8 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
                           feedback_learning=feedback_learning, lr=lr, feedback_lr=feedback_lr,
                           weight_decay=weight_decay, feedback_weight_decay=feedback_weight_decay,
                           error_normalization=error_normalization, sign_scale=sign_scale,
-                          reinit_every=reinit_every, feedback_lr_p=feedback_lr_p)
+                          reinit_every=reinit_every, feedback_lr_p=feedback_lr_p,
+                          oja_covariance=oja_covariance)
     rec = record_steps(steps, record_every)
     if data is not None:
         x_given, y_given = _check_data(data, teacher)
@@ -243,7 +249,7 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
     train_losses: list[torch.Tensor] = []
     rec_set = set(rec.tolist())
     perm, cursor = None, 0
-    for t in tqdm(range(steps + 1), disable=not progress, desc=spec.label):
+    for t in progress_bar(range(steps + 1), disable=not progress, desc=spec.label):
         if spec.reinit_every and 0 < t < steps and t % spec.reinit_every == 0:
             state["P"], state["Q"] = svd_feedback(state["W2"], spec.rank)
         if fixed is not None:

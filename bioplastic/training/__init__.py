@@ -9,6 +9,8 @@ load_model     the trained, converted model of one run of a comparison (``out/mo
 list_models    the runs whose models were saved
 plot_comparison, format_table   the figure and the printed table
 TrainConfig, RunResult, train   the training engine (``bioplastic.training.trainer``)
+run_task_dimensionality, minimal_sufficient_rank   the task-dimensionality experiment and its r* estimate
+    (``bioplastic.training.task_dimensionality``, docs/task_dimensionality.md)
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ _LAZY = {
     "TrainConfig": "bioplastic.training.trainer",
     "RunResult": "bioplastic.training.trainer",
     "train": "bioplastic.training.trainer",
+    "run_task_dimensionality": "bioplastic.training.task_dimensionality",
+    "minimal_sufficient_rank": "bioplastic.training.task_dimensionality",
 }
 
 __all__ = sorted({"compare", "list_models", "load_model"} | set(_LAZY))

@@ -21,8 +21,21 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` with :func:`torch.save` to ``path`` atomically (temporary file + ``os.replace``).
 
     Parent folders are created. Returns the path written.
+
+    Raises
+    ------
+    bioplastic.io.WriteError
+        The file cannot be written (e.g. no space left on device); the message names ``path``, no partial
+        file is left and an older checkpoint at ``path`` stays intact.
     """
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return atomic_write(path, lambda tmp: torch_save(state, tmp))
+
+
+def torch_save(obj: Any, path: Path) -> None:
+    """:func:`torch.save` through a Python file object, so that a failed write (no space left, quota) is an
+    ``OSError`` with its ``errno`` rather than torch's "unexpected pos" ``RuntimeError``."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:

@@ -2,7 +2,9 @@
 
 The main job of bioplastic (``bioplastic compare`` on the command line): backprop, feedback alignment,
 direct feedback alignment, sign symmetry and LDFA (Hanut & Kadmon 2025, arXiv:2502.20580) at several
-feedback ranks, adaptive and fixed, on real MNIST embedded in the package.
+feedback ranks, with adaptive feedback that reads the forward weights (``normative``: weight transport, the
+reference), the synapse-local adaptive rule (``local``: no weight transport) and fixed random feedback
+(``fixed``), on real MNIST embedded in the package.
 
 Layout of the output folder ``out``::
 
@@ -18,6 +20,7 @@ Layout of the output folder ``out``::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -45,7 +48,10 @@ LOW_RANK_RULES = ("ldfa", "direct_ldfa")
 
 DEFAULT_RULES = ("bp", "fa", "dfa", "sign_symmetry", "ldfa")
 DEFAULT_RANKS = (1, 3, 10)
-DEFAULT_FEEDBACK_LEARNING = ("normative", "fixed")
+DEFAULT_FEEDBACK_LEARNING = ("normative", "local", "fixed")
+"""LDFA's feedback-learning modes in the default comparison: adaptive with weight transport (``normative``, the
+reference), adaptive and synapse-local (``local``), fixed random (``fixed``); see
+:data:`bioplastic.training.results.WEIGHT_TRANSPORT`."""
 DEFAULT_SEEDS = (0,)
 SHARED_DATA_VARIABLE = "BIOPLASTIC_SHARED_DATA"
 """Environment variable naming the shared data folder: cifar10 without ``data_path`` reads its ``cifar10``
@@ -136,7 +142,9 @@ def _is_main_process() -> bool:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    io.atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    from bioplastic.training.checkpoint import torch_save
+
+    io.atomic_write(path, lambda tmp: torch_save(obj, tmp))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -191,6 +199,9 @@ def compare(
     progress: bool = True,
     keep_models: bool = True,
     figure: bool = True,
+    classes: int | Sequence[int] | str | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Train learning rules side by side on one task and return the results as an xarray Dataset.
 
@@ -225,14 +236,16 @@ def compare(
         One run per seed (weights, data order, augmentation, random feedback). Default ``(0,)``.
     epochs : int, optional
         Training epochs; default from the model spec's ``[training]`` table.
-    dataset : {"mnist", "digits", "cifar10"}
+    dataset : {"mnist", "digits", "cifar10", "teacher"}
         ``mnist``: the 5,000/10,000 MNIST digits embedded in the package; ``digits``: scikit-learn's
-        8x8 digits; ``cifar10``: the CIFAR-10 files at ``data_path``.
+        8x8 digits; ``cifar10``: the CIFAR-10 files at ``data_path``; ``teacher``: the synthetic task of
+        any number of classes (:func:`bioplastic.data.teacher.load_teacher`, see ``dataset_options``).
     out : path-like, optional
         Output folder (created). None: nothing is written, no resume, no saved models.
     feedback_learning : sequence of str or comma-separated str, optional
         How LDFA's feedback weights learn, from :data:`bioplastic.rules.FEEDBACK_LEARNING`; one run per
-        mode. Default ``("normative", "fixed")``: adaptive and fixed random feedback.
+        mode. Default :data:`DEFAULT_FEEDBACK_LEARNING`, ``("normative", "local", "fixed")``: adaptive feedback
+        that reads ``W`` (weight transport), adaptive synapse-local feedback, fixed random feedback.
     model : str, path-like or dict, optional
         Model spec (name in ``models/``, TOML path or dict). Default per dataset: :data:`DEFAULT_MODELS`.
     data_path : path-like, optional
@@ -259,11 +272,27 @@ warmup_epochs, amp, compile : optional
     train_options : mapping, optional
         Any further :class:`TrainConfig` fields.
     progress : bool
-        tqdm progress bars (runs and epochs).
+        One tqdm progress bar over the epochs of all runs (a widget in Jupyter with ``ipywidgets``).
     keep_models : bool
         Save every trained model to ``out/models`` (see :func:`load_model`).
     figure : bool
         Write ``out/figure.png`` at the end (see :func:`bioplastic.training.plots.plot_comparison`).
+    classes : int, sequence of int or comma-separated str, optional
+        Train and test on a subset of the dataset's classes: an int K takes the first K classes
+        (0..K-1, as Hanut & Kadmon 2025 did with CIFAR-100 subsets), a list takes those classes in the
+        given order. Labels are re-indexed 0..K-1 in that order, the test set is filtered the same way,
+        and the model's output layer is sized to K (the spec's ``n_classes``). Part of each run's
+        identity (resuming with another subset is refused); recorded in ``attrs["classes"]`` (the
+        dataset's original class indices) of the results. None: every class.
+    model_options : mapping, optional
+        Overrides of top-level keys of the model spec, e.g. ``{"hidden": [512, 512]}``,
+        ``{"widths": [64, 128]}``, ``{"width_multiplier": 2.0}``, ``{"dropout": 0.0}``. The resolved spec
+        is part of each run's identity.
+    dataset_options : mapping, optional
+        Keyword options of the dataset's loader (:func:`bioplastic.data.load_dataset`), e.g.
+        ``{"n_classes": 40}`` for ``dataset="teacher"``; the model's output layer follows the loaded
+        dataset's number of classes and, for flat inputs, its input layer the input size (unless
+        ``model_options`` sets them). Part of each run's identity.
 
     Returns
     -------
@@ -271,14 +300,17 @@ warmup_epochs, amp, compile : optional
         Dims ``rule``, ``rank``, ``seed``, ``epoch``, ``layer``; variables ``train_loss``,
         ``test_loss``, ``test_accuracy`` (fraction), per-layer alignment (``update_cosine``,
         ``feedback_angle``, ``subspace_angle``), ``status``, ``epochs_completed``, ``wall_time`` (s),
-        ``run_config``; attrs ``config`` (JSON) and ``bioplastic_version``.
+        ``run_config``; attrs ``config`` (JSON), ``classes`` (the dataset's class indices trained on,
+        in label order) and ``bioplastic_version``.
 
     Raises
     ------
     ValueError
         Before any training: unknown rule, feedback learning, dataset, model spec or device (the
         message lists the valid ones); a rank outside 1..max; a rank fraction outside (0, 1]; duplicates; a model whose input or
-        output does not fit the dataset; ``out`` holding runs made with a different configuration.
+        output does not fit the dataset; ``out`` holding runs made with a different configuration;
+        ``classes`` with fewer than 2 classes, more than the dataset has or labels it lacks; an unknown
+        model option (the message lists the spec's keys) or dataset option (it lists the loader's).
     FileNotFoundError
         A missing data file (the message names it).
     KeyboardInterrupt
@@ -292,7 +324,7 @@ warmup_epochs, amp, compile : optional
     """
     from bioplastic import rules as rules_mod
     from bioplastic.architectures.spec import build_model, load_spec
-    from bioplastic.data import DATASETS, load_dataset
+    from bioplastic.data import DATASETS, load_dataset, select_classes
 
     # ---------------------------------------------------------------- validation (before any training)
     rule_names = _split_list("rules", DEFAULT_RULES if rules is None else rules)
@@ -328,6 +360,9 @@ warmup_epochs, amp, compile : optional
     if max_test is not None:
         check_positive_int("max_test", max_test)
     spec = _jsonable(load_spec(DEFAULT_MODELS[dataset] if model is None else model))
+    class_request = _check_classes_request(classes)
+    dataset_kwargs = _check_dataset_options(dataset, dataset_options)
+    spec = _apply_model_options(spec, model_options, class_request, dataset_kwargs)
 
     trainer = _trainer()
     field_names = {f.name for f in dataclasses.fields(trainer.TrainConfig)}
@@ -378,7 +413,11 @@ warmup_epochs, amp, compile : optional
             for rank in (low_ranks if name in LOW_RANK_RULES else [NO_RANK]):
                 runs.append(_Run(name, fl, rank, seed))
 
-    probe = build_model(spec)
+    try:
+        probe = build_model(spec)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model spec {spec.get('name', '?')!r} with model_options {dict(model_options or {})} "
+                         f"cannot be built: {exc}") from None
     if low_rank:
         top = _max_rank(probe)
         bad = [r for r in rank_values if not 1 <= r <= top]
@@ -408,7 +447,12 @@ warmup_epochs, amp, compile : optional
                              f"{run.feedback_learning!r}; options {options_of(run)}): {exc}{hint}") from exc
 
     # The data: a missing or corrupt file fails here, before any training.
-    data = load_dataset(dataset, path=data_path, **({"cache_dir": cache_dir} if cache_dir is not None else {}))
+    data = load_dataset(dataset, path=data_path, **({"cache_dir": cache_dir} if cache_dir is not None else {}),
+                        **dataset_kwargs)
+    class_list = None
+    if class_request is not None:
+        class_list = _resolve_classes(class_request, data)
+        data = select_classes(data, class_list)
     if max_test is not None and max_test < len(data.y_test):
         data = dataclasses.replace(data, x_test=data.x_test[:max_test], y_test=data.y_test[:max_test])
     _check_model_fits(probe, data, spec)
@@ -429,96 +473,235 @@ warmup_epochs, amp, compile : optional
         "rule_options": _jsonable(extra_rule_options), "n_train": int(data.x_train.shape[0]),
         "n_test": int(data.x_test.shape[0]),
     }
+    # A finished run at chance level is flagged "at_chance" (criterion fixed here, before any run).
+    chance = _results.chance_accuracy(data.y_test)
+    chance = (chance, _results.chance_threshold(chance, len(data.y_test)))
+    if class_list is not None:
+        compare_config["classes"] = class_list
+    if dataset_kwargs:
+        compare_config["dataset_options"] = _jsonable(dataset_kwargs)
     grid = {"rules": grid_rules, "ranks": grid_ranks, "seeds": seed_values, "epochs": n_epochs,
-            "requested": {(r.label, r.rank, r.seed) for r in runs}, "config": compare_config}
+            "requested": {(r.label, r.rank, r.seed) for r in runs}, "config": compare_config, "chance": chance}
 
     def requested_config(run: _Run) -> str:
         """A run's identity for resuming: its TrainConfig (model = the resolved spec), plus the test subset."""
         wanted = configs[run].to_dict()
         if max_test is not None:
             wanted["max_test"] = int(max_test)  # not a TrainConfig field, but it changes the test curves
+        if class_list is not None:
+            wanted["classes"] = class_list  # the data the run saw: its class subset ...
+        if dataset_kwargs:
+            wanted["dataset_options"] = dataset_kwargs  # ... and the dataset's options (teacher's d)
         return json.dumps(_jsonable(wanted), sort_keys=True)
 
     # ---------------------------------------------------------------- resume
     writer = _is_main_process() and out is not None
     out_dir = Path(out) if out is not None else None
-    finished: dict[_Run, xr.Dataset] = {}
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
             raise ValueError(f"out {out_dir} exists and is not a folder")
         if writer:
             _check_writable(out_dir)  # before any training: read-only, permission or space failures in one line
-        for run in runs:
-            path = out_dir / "runs" / f"{run.id}.nc"
-            if path.exists():
-                ds = io.load(path)
-                wanted = requested_config(run)
-                if ds.attrs.get("requested_config") != wanted:
-                    raise ValueError(
-                        f"{path} was made with a different configuration than requested now "
-                        f"({_diff(ds.attrs.get('requested_config'), wanted)}); use another out folder or "
-                        f"delete that file to retrain the run")
+    # One comparison per out folder at a time (a second one refuses, naming the first's pid); released on exit,
+    # also after a crash or SIGKILL (flock).
+    lock = io.lock_folder(out_dir, 'bioplastic compare') if writer else contextlib.nullcontext()
+    with lock:
+        finished: dict[_Run, xr.Dataset] = {}
+        if out_dir is not None:
+            if writer:
+                io.remove_temporaries(out_dir)  # left by a process killed mid-write; we hold the lock
+            for run in runs:
+                path = out_dir / "runs" / f"{run.id}.nc"
+                if path.exists():
+                    ds = io.load(path)
+                    wanted = requested_config(run)
+                    if ds.attrs.get("requested_config") != wanted:
+                        raise ValueError(
+                            f"{path} was made with a different configuration than requested now "
+                            f"({_diff(ds.attrs.get('requested_config'), wanted)}); use another out folder or "
+                            f"delete that file to retrain the run")
+                    finished[run] = ds
+            _check_results_superset(out_dir / _results.RESULTS_FILE, {r.id for r in runs})  # refuse before "resuming"
+            if finished:
+                log.info("resuming in %s: %d of %d run%s already finished", out_dir, len(finished), len(runs),
+                         "" if len(runs) == 1 else "s")
+
+        trained_classes = class_list if class_list is not None else list(range(data.n_classes))
+
+        def merged() -> xr.Dataset:
+            ds = _results.merge_runs([finished[r] for r in runs if r in finished], **grid)
+            ds.attrs["classes"] = [int(c) for c in trained_classes]  # the dataset's class indices, in label order
+            return ds
+
+        saved = [0]  # runs in the results.nc last written
+
+        def write() -> xr.Dataset:
+            ds = merged()
+            if writer:
+                io.save(ds, out_dir / _results.RESULTS_FILE)
+                saved[0] = len(finished)
+            return ds
+
+        # ---------------------------------------------------------------- training
+        todo = [r for r in runs if r not in finished]
+        from bioplastic._progress import progress_bar
+
+        # One bar over the epochs of all runs (a widget in Jupyter): no per-run bars piling up in a notebook.
+        bar = progress_bar(total=len(runs) * n_epochs, initial=len(finished) * n_epochs, desc="compare",
+                           unit="epoch", disable=not progress or not _is_main_process())
+        run_now = [""]
+
+        def advance(epoch: int, record: dict) -> None:
+            bar.update(1)
+            bar.set_postfix_str(f"{run_now[0]}: epoch {epoch}, test accuracy {100 * record['test_accuracy']:.1f}%")
+
+        try:
+            if writer:
+                write()
+            for run in todo:
+                run_now[0] = run.id
+                bar.set_postfix_str(run.id)
+                ckpt = out_dir / "checkpoints" / run.id if out_dir is not None else None
+                t0 = time.perf_counter()
+                result = trainer.train(configs[run], data, checkpoint_dir=ckpt, progress=False,
+                                       callbacks=[advance] if progress else ())
+                seconds = float(getattr(result, "seconds", time.perf_counter() - t0))
+                ds = _results.run_to_dataset(result, rule=run.rule, feedback_learning=run.feedback_learning,
+                                             rank=run.rank, seed=run.seed, epochs=n_epochs, wall_time=seconds,
+                                             chance_level=chance[1])
+                ds.attrs["requested_config"] = requested_config(run)
+                acc = ds["test_accuracy"].values
+                n_done = int(result.epochs_completed)
+                status = str(ds["status"].values)
+                log.info("%s: %s after %d epoch%s, test accuracy %.2f%% (%.1f s)", run.id, status,
+                         n_done, "" if n_done == 1 else "s", 100 * acc[-1], seconds)
+                if status == "at_chance":
+                    log.warning("%s did not learn: final test accuracy %.2f%% is at chance level (<= %.2f%%: the "
+                                "most common test class, %.2f%%, + %g standard errors)", run.id, 100 * acc[-1],
+                                100 * chance[1], 100 * chance[0], _results.CHANCE_STANDARD_ERRORS)
+                if writer:
+                    if keep_models:
+                        _atomic_torch_save(_model_record(result, run, configs[run], data.input_shape),
+                                           out_dir / "models" / f"{run.id}.pt")
+                    io.save(ds, out_dir / "runs" / f"{run.id}.nc")
+                    if ckpt is not None and ckpt.exists():
+                        shutil.rmtree(ckpt)
                 finished[run] = ds
-        _check_results_superset(out_dir / _results.RESULTS_FILE, {r.id for r in runs})  # refuse before "resuming"
-        if finished:
-            log.info("resuming in %s: %d of %d run%s already finished", out_dir, len(finished), len(runs),
-                     "" if len(runs) == 1 else "s")
+                write()
+                bar.n = len(finished) * n_epochs  # a resumed or stopped (diverged) run: count it whole
+                bar.refresh()
+        except BaseException as exc:  # Ctrl-C or a crash: the finished runs are already on disk
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}"
+            where = ""
+            if writer and finished:  # never claim "saved" for runs the results file does not hold
+                where = (f" and saved in {out_dir / _results.RESULTS_FILE}" if saved[0] == len(finished) else
+                         f" and kept in {out_dir / 'runs'} ({saved[0]} in {out_dir / _results.RESULTS_FILE})")
+            log.warning("%s: %d of %d runs finished%s; run the same command again to resume", what,
+                        len(finished), len(runs), where)
+            raise
+        finally:
+            bar.close()
 
-    def merged() -> xr.Dataset:
-        return _results.merge_runs([finished[r] for r in runs if r in finished], **grid)
+        ds = write()
+        if writer and figure:
+            from bioplastic.training.plots import plot_comparison
 
-    def write() -> xr.Dataset:
-        ds = merged()
-        if writer:
-            io.save(ds, out_dir / _results.RESULTS_FILE)
+            plot_comparison(ds, out_dir / "figure.png")
         return ds
 
-    # ---------------------------------------------------------------- training
-    todo = [r for r in runs if r not in finished]
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(runs), initial=len(finished), desc="compare", unit="run", disable=not progress)
-    try:
-        if writer:
-            write()
-        for run in todo:
-            bar.set_postfix_str(run.id)
-            ckpt = out_dir / "checkpoints" / run.id if out_dir is not None else None
-            t0 = time.perf_counter()
-            result = trainer.train(configs[run], data, checkpoint_dir=ckpt, progress=progress)
-            seconds = float(getattr(result, "seconds", time.perf_counter() - t0))
-            ds = _results.run_to_dataset(result, rule=run.rule, feedback_learning=run.feedback_learning,
-                                         rank=run.rank, seed=run.seed, epochs=n_epochs, wall_time=seconds)
-            ds.attrs["requested_config"] = requested_config(run)
-            acc = ds["test_accuracy"].values
-            n_done = int(result.epochs_completed)
-            log.info("%s: %s after %d epoch%s, test accuracy %.2f%% (%.1f s)", run.id, result.status,
-                     n_done, "" if n_done == 1 else "s", 100 * acc[-1], seconds)
-            if writer:
-                if keep_models:
-                    _atomic_torch_save(_model_record(result, run, configs[run], data.input_shape),
-                                       out_dir / "models" / f"{run.id}.pt")
-                io.save(ds, out_dir / "runs" / f"{run.id}.nc")
-                if ckpt is not None and ckpt.exists():
-                    shutil.rmtree(ckpt)
-            finished[run] = ds
-            write()
-            bar.update(1)
-    except BaseException as exc:  # Ctrl-C or a crash: the finished runs are already on disk
-        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {type(exc).__name__}"
-        log.warning("%s: %d of %d runs finished%s; run the same command again to resume", what,
-                    len(finished), len(runs),
-                    f" and saved in {out_dir / _results.RESULTS_FILE}" if writer and finished else "")
-        raise
-    finally:
-        bar.close()
+def _check_classes_request(classes: Any) -> int | list[int] | None:
+    """``classes`` as given: None, K (the first K classes) or a list of class indices (validated here,
+    against the dataset's classes in :func:`_resolve_classes` once it is loaded)."""
+    if classes is None:
+        return None
+    if isinstance(classes, str) and "," not in classes:
+        try:
+            classes = _int(classes.strip())
+        except ValueError:
+            raise ValueError(f"classes: cannot read {classes!r} as a number of classes K or a list "
+                             f"like '3,7,9'") from None
+    if isinstance(classes, bool) or isinstance(classes, float):
+        raise ValueError(f"classes must be an int K >= 2 or a list of >= 2 class indices, got {classes!r}")
+    if isinstance(classes, int):
+        if classes < 2:
+            raise ValueError(f"classes={classes}: a classification task needs at least 2 classes (K >= 2)")
+        return int(classes)
+    values = _split_list("classes", classes, _int)
+    if len(values) < 2:
+        raise ValueError(f"classes={values}: a classification task needs at least 2 classes")
+    negative = [c for c in values if c < 0]
+    if negative:
+        raise ValueError(f"classes {negative} out of range: class indices are >= 0")
+    return values
 
-    ds = write()
-    if writer and figure:
-        from bioplastic.training.plots import plot_comparison
 
-        plot_comparison(ds, out_dir / "figure.png")
-    return ds
+def _resolve_classes(request: int | list[int], data: Any) -> list[int]:
+    """The list of class indices of ``data`` to train on; a K or index beyond the dataset is a ValueError."""
+    n = int(data.n_classes)
+    if isinstance(request, int):
+        if request > n:
+            raise ValueError(f"classes={request}: dataset {data.name!r} has {n} classes; K must be in 2..{n}")
+        return list(range(request))
+    missing = [c for c in request if c >= n]
+    if missing:
+        raise ValueError(f"classes {missing} not in dataset {data.name!r}: its class indices are 0..{n - 1}")
+    return list(request)
+
+
+def _check_dataset_options(dataset: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Refuse options the dataset's loader does not take (the message lists the ones it does)."""
+    import inspect
+
+    from bioplastic.data.base import loader_of
+
+    options = dict(options or {})
+    if not options:
+        return {}
+    params = inspect.signature(loader_of(dataset)).parameters
+    separate = {"path": "data_path", "cache_dir": "cache_dir"}
+    allowed = sorted(k for k, p in params.items() if k not in separate
+                     and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+    for key in options:
+        if key in separate:
+            raise ValueError(f"dataset option {key!r}: give it as compare's {separate[key]} argument")
+        if key not in allowed:
+            raise ValueError(f"unknown dataset option {key!r} for dataset {dataset!r}; its options: "
+                             + (", ".join(allowed) or "none"))
+    return _jsonable(options)
+
+
+# Spec keys that model_options may not set: identity and the tables other arguments own.
+_SPEC_TABLES = {"name": None, "architecture": None, "training": "the training arguments / train_options",
+                "rule": "rule_options"}
+
+
+def _apply_model_options(spec: dict[str, Any], model_options: Mapping[str, Any] | None,
+                         class_request: int | list[int] | None, dataset_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved spec: output (and flat input) size from the task, then the user's ``model_options``."""
+    spec = dict(spec)
+    n_out = None
+    if class_request is not None:
+        n_out = class_request if isinstance(class_request, int) else len(class_request)
+    elif "n_classes" in dataset_kwargs:
+        n_out = dataset_kwargs["n_classes"]
+    if n_out is not None and "n_classes" in spec:
+        spec["n_classes"] = int(n_out)
+    if "input_dim" in dataset_kwargs and "in_features" in spec:
+        spec["in_features"] = dataset_kwargs["input_dim"]
+    keys = sorted(k for k in spec if k not in _SPEC_TABLES)
+    for key, value in dict(model_options or {}).items():
+        if key in _SPEC_TABLES:
+            where = _SPEC_TABLES[key]
+            raise ValueError(f"model option {key!r} cannot be overridden" + (f"; use {where}" if where else "")
+                             + f"; the spec's keys: {', '.join(keys)}")
+        if key not in spec:
+            raise ValueError(f"unknown model option {key!r} for model spec {spec.get('name', '?')!r}; "
+                             f"its keys: {', '.join(keys)}")
+        if isinstance(spec[key], list) and not isinstance(value, (list, tuple)):
+            value = [value]  # --model-option hidden=512 for a list-valued key
+        spec[key] = _jsonable(value)
+    return spec
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -549,7 +732,7 @@ def _check_results_superset(path: Path, requested: set[str]) -> None:
         run_id(str(label), int(rank), int(seed))
         for i, label in enumerate(old["rule"].values) for j, rank in enumerate(old["rank"].values)
         for k, seed in enumerate(old["seed"].values)
-        if old["status"].values[i, j, k] in ("ok", "diverged")
+        if old["status"].values[i, j, k] in _results.FINISHED_STATUSES
         and run_id(str(label), int(rank), int(seed)) not in requested)
     if dropped:
         raise ValueError(

@@ -25,8 +25,11 @@ Conventions of the grid
     0.25, drop=True)`` or ``ds.sel(rank=fraction_rank(0.25))`` selects them. The grid keeps its five dims
     and an int64 ``rank`` index (no MultiIndex; netCDF round-trips).
 ``status``
-    ``"ok"``, ``"diverged"`` (non-finite loss: values after the divergence are NaN), ``"pending"``
-    (requested but not finished yet: a comparison interrupted mid-way) or ``"not_applicable"``.
+    ``"ok"``, ``"diverged"`` (non-finite loss: values after the divergence are NaN), ``"at_chance"``
+    (finished with finite losses, but the final test accuracy is at chance level, :func:`chance_threshold`:
+    the rule learned nothing, e.g. a far too large learning rate), ``"pending"`` (requested but not finished
+    yet: a comparison interrupted mid-way) or ``"not_applicable"``. ``"diverged"`` and ``"at_chance"`` runs are
+    finished (resuming does not retrain them) but flagged in the table and the figure.
 
 The only field that differs between two runs of the same command is ``wall_time`` (seconds); compare
 results with ``ds.drop_vars("wall_time")`` (see :data:`WALL_CLOCK_VARIABLES`).
@@ -56,7 +59,14 @@ round(RANK_FRACTION_RESOLUTION * f)``; every such code is below this value."""
 RANK_FRACTION_RESOLUTION = 10000
 """Rank fractions are resolved to ``1 / RANK_FRACTION_RESOLUTION`` (four decimals)."""
 
-STATUSES = ("ok", "diverged", "pending", "not_applicable")
+STATUSES = ("ok", "diverged", "at_chance", "pending", "not_applicable")
+FINISHED_STATUSES = ("ok", "diverged", "at_chance")
+"""Statuses of a run that finished (its file exists; resuming skips it)."""
+FLAGGED_STATUSES = ("diverged", "at_chance")
+"""Statuses of finished runs that failed to learn: flagged in :func:`format_table` and the figure."""
+CHANCE_STANDARD_ERRORS = 3.0
+"""A finished run is ``"at_chance"`` when its final test accuracy is at most the chance level plus this many
+binomial standard errors of a chance-level classifier on the test set (:func:`chance_threshold`)."""
 WALL_CLOCK_VARIABLES = ("wall_time",)
 """Variables that depend on the machine's speed, not on the computation (exclude them to compare)."""
 
@@ -74,6 +84,31 @@ _ALIGNMENT_DOC = {
                        "degree"),
     "feedback_rank": ("number of feedback units of the layer (effective rank; NaN where not low-rank)", "1"),
 }
+
+
+WEIGHT_TRANSPORT = {
+    "bp": "yes", "fa": "no", "dfa": "no", "sign_symmetry": "sign", "kolen_pollack": "no",
+    "normative": "yes", "fixed": "no", "q_only": "no", "local": "no", "oja": "no",
+}
+"""Whether a rule's feedback reads the forward weights ``W`` (weight transport), by rule name or LDFA
+feedback-learning mode: ``"yes"`` (backprop's ``delta W``; ``normative`` LDFA fits ``P Q`` to ``W``),
+``"sign"`` (sign symmetry reads ``sign(W)``) or ``"no"`` (FA, DFA: fixed random feedback; Kolen-Pollack: ``B``
+gets ``W``'s own local update; LDFA ``fixed``: random ``P, Q``; ``q_only``: ``Q`` learns from the feedback
+units' activity ``delta P`` and the layer's input ``h``, ``P`` fixed random; ``local`` and ``oja``: ``P`` and
+``Q`` learn from signals at their own synapses, see ``docs/rules.md``). Hanut & Kadmon (2025,
+arXiv:2502.20580); science notes section 2."""
+
+
+def weight_transport(label: str) -> str:
+    """``"yes"``, ``"sign"``, ``"no"`` or ``"?"`` (unknown) for a ``rule`` label such as ``"ldfa_local"``
+    (:data:`WEIGHT_TRANSPORT`)."""
+    label = str(label)
+    if label in WEIGHT_TRANSPORT:
+        return WEIGHT_TRANSPORT[label]
+    for prefix in ("direct_ldfa_", "ldfa_"):
+        if label.startswith(prefix):
+            return WEIGHT_TRANSPORT.get(label[len(prefix):], "?")
+    return "?"
 
 
 def run_label(rule: str, feedback_learning: str | None = None) -> str:
@@ -126,6 +161,58 @@ def run_id(label: str, rank: int, seed: int) -> str:
     return f"{label}-r{rank}-s{seed}"
 
 
+def chance_accuracy(labels: Any) -> float:
+    """The chance level of a test set: the frequency of its most common class (the accuracy of always
+    guessing that class; ``1 / n_classes`` for a balanced set).
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (n_test,)
+        The test labels.
+
+    Returns
+    -------
+    float
+        In (0, 1].
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` is empty.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if labels.size == 0:
+        raise ValueError("no test labels: the chance level is undefined")
+    return float(np.unique(labels, return_counts=True)[1].max() / labels.size)
+
+
+def chance_threshold(chance: float, n_test: int, standard_errors: float = CHANCE_STANDARD_ERRORS) -> float:
+    """Highest test accuracy still counted as chance level: ``p0 + k * sqrt(p0 (1 - p0) / n_test)``.
+
+    ``p0`` is :func:`chance_accuracy`; ``k`` standard errors of the accuracy of a chance-level classifier on
+    ``n_test`` examples (binomial), :data:`CHANCE_STANDARD_ERRORS` = 3 by default (one-sided, about 0.1 %
+    of chance-level runs land above it). The criterion is fixed before any run. E.g. the embedded MNIST test
+    set (10,000 digits, most common class 11.35 %) gives 12.30 %.
+
+    Parameters
+    ----------
+    chance : float
+        ``p0`` in (0, 1].
+    n_test : int
+        Number of test examples (> 0).
+    standard_errors : float
+        ``k``.
+
+    Returns
+    -------
+    float
+        The threshold (a fraction, like ``test_accuracy``).
+    """
+    if not 0 < chance <= 1 or n_test < 1:
+        raise ValueError(f"chance level must be in (0, 1] and n_test >= 1, got {chance!r} and {n_test!r}")
+    return float(chance + standard_errors * np.sqrt(chance * (1 - chance) / n_test))
+
+
 def _as_float_array(values: Any, n: int, name: str) -> np.ndarray:
     arr = np.asarray(values, dtype=float).reshape(-1)
     if arr.shape != (n,):
@@ -134,7 +221,8 @@ def _as_float_array(values: Any, n: int, name: str) -> np.ndarray:
 
 
 def run_to_dataset(result: Any, *, rule: str, feedback_learning: str | None, rank: int, seed: int,
-                   epochs: int, wall_time: float | None = None) -> xr.Dataset:
+                   epochs: int, wall_time: float | None = None,
+                   chance_level: float | None = None) -> xr.Dataset:
     """Convert one :class:`~bioplastic.training.trainer.RunResult` to a Dataset.
 
     Parameters
@@ -155,6 +243,9 @@ def run_to_dataset(result: Any, *, rule: str, feedback_learning: str | None, ran
         Number of epochs requested; curves shorter than this (a diverged run) are padded with NaN.
     wall_time : float, optional
         Seconds spent; defaults to ``result.seconds``.
+    chance_level : float, optional
+        :func:`chance_threshold` of the test set: an ``"ok"`` run whose final test accuracy is at or below
+        it gets status ``"at_chance"``. None: no check.
 
     Returns
     -------
@@ -189,12 +280,15 @@ def run_to_dataset(result: Any, *, rule: str, feedback_learning: str | None, ran
     status = str(result.status)
     if status not in ("ok", "diverged"):
         raise ValueError(f"RunResult.status {status!r} is not 'ok' or 'diverged'")
+    final_accuracy = data_vars["test_accuracy"][1][-1]
+    if status == "ok" and chance_level is not None and final_accuracy <= chance_level:
+        status = "at_chance"
     data_vars["status"] = ((), status)
     data_vars["epochs_completed"] = ((), int(result.epochs_completed))
     data_vars["wall_time"] = ((), float(result.seconds if wall_time is None else wall_time))
     data_vars["run_config"] = ((), json.dumps(result.config, sort_keys=True, default=str))
     coords = {
-        "epoch": np.arange(1, epochs + 1), "layer": np.array(layers, dtype=object),
+        "epoch": np.arange(1, epochs + 1), "layer": np.array(layers, dtype=str),
         "rule": run_label(rule, feedback_learning), "rank": int(rank), "seed": int(seed),
         "base_rule": rule, "feedback_learning": feedback_learning or "",
     }
@@ -212,7 +306,8 @@ def _ordered_union(lists: Sequence[Sequence[str]]) -> list[str]:
 def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | None]],
                ranks: Sequence[int], seeds: Sequence[int], epochs: int,
                requested: set[tuple[str, int, int]] | None = None,
-               config: Mapping[str, Any] | None = None) -> xr.Dataset:
+               config: Mapping[str, Any] | None = None,
+               chance: tuple[float, float] | None = None) -> xr.Dataset:
     """Merge single-run Datasets (from :func:`run_to_dataset`) into the comparison grid.
 
     Parameters
@@ -233,6 +328,9 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
         all other empty cells ``"not_applicable"``. Default: the cells of ``runs``.
     config : mapping, optional
         The comparison's configuration, stored as JSON in ``attrs["config"]``.
+    chance : (float, float), optional
+        The test set's :func:`chance_accuracy` and :func:`chance_threshold`, stored as the attrs
+        ``chance_accuracy`` and ``chance_threshold`` of ``test_accuracy`` (the criterion of ``"at_chance"``).
 
     Returns
     -------
@@ -305,16 +403,17 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
         long_name, units = _ALIGNMENT_DOC.get(name, (name, "1"))
         data_vars[name] = xr.Variable((*grid, "epoch", "layer"), align[name],
                                       attrs={"long_name": long_name, "units": units})
-    data_vars["status"] = xr.Variable(grid, status, attrs={"long_name": "run status; one of " + ", ".join(STATUSES)})
+    data_vars["status"] = xr.Variable(grid, status.astype(str), attrs={"long_name": "run status; one of " + ", ".join(STATUSES)})
     data_vars["epochs_completed"] = xr.Variable(grid, done, attrs={"long_name": "epochs trained"})
     data_vars["wall_time"] = xr.Variable(grid, wall, attrs={
         "long_name": "wall-clock training time of the run (machine-dependent)", "units": "s"})
-    data_vars["run_config"] = xr.Variable(grid, run_config, attrs={
+    data_vars["run_config"] = xr.Variable(grid, run_config.astype(str), attrs={
         "long_name": "the run's TrainConfig as JSON (empty where not run)"})
     coords = {
-        "rule": ("rule", np.array(labels, dtype=object)),
-        "base_rule": ("rule", np.array([r for r, _ in rules], dtype=object)),
-        "feedback_learning": ("rule", np.array([fl or "" for _, fl in rules], dtype=object),
+        # text as fixed-width unicode (not object): xarray plots against it, also after a netCDF round trip
+        "rule": ("rule", np.array(labels, dtype=str)),
+        "base_rule": ("rule", np.array([r for r, _ in rules], dtype=str)),
+        "feedback_learning": ("rule", np.array([fl or "" for _, fl in rules], dtype=str),
                               {"long_name": "how the feedback weights learn ('' where not applicable)"}),
         "rank": ("rank", np.array(ranks, dtype=np.int64),
                  {"long_name": "feedback rank r",
@@ -326,9 +425,14 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
                                         "width)); NaN for absolute ranks and rules without a rank"}),
         "seed": ("seed", np.array(seeds, dtype=np.int64)),
         "epoch": ("epoch", np.arange(1, epochs + 1, dtype=np.int64), {"long_name": "training epoch"}),
-        "layer": ("layer", np.array(layers, dtype=object),
+        "layer": ("layer", np.array(layers, dtype=str),
                   {"long_name": "converted weight layer (module name), forward order"}),
     }
+    if chance is not None:
+        data_vars["test_accuracy"].attrs.update(
+            chance_accuracy=float(chance[0]), chance_threshold=float(chance[1]),
+            chance_criterion=f"status 'at_chance': final accuracy <= chance_threshold = chance_accuracy (the most "
+                             f"common test class's frequency) + {CHANCE_STANDARD_ERRORS:g} binomial standard errors")
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs["title"] = "bioplastic compare: learning rules side by side"
     ds.attrs["source"] = ("Hanut & Kadmon (2025) arXiv:2502.20580 (LDFA); baselines: Lillicrap et al. 2016 (FA), "
@@ -375,8 +479,10 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
     """A plain-text table of a comparison: one row per (rule, rank) that was run.
 
     Columns: rule, rank (``-`` for none, ``0.25w`` for a quarter of each layer's width), final test accuracy in percent (mean +- standard deviation over the seeds
-    that finished; ``n`` seeds), status counts if not all ``ok``, and the final ``alignment`` measure
-    (default: cosine between the rule's update and the backprop gradient) per layer, mean over seeds.
+    that finished; ``n`` seeds), status counts if not all ``ok``, ``reads W`` (weight transport:
+    :func:`weight_transport`), and the final ``alignment`` measure (default: cosine between the rule's update
+    and the backprop gradient) per layer, mean over seeds. Footnotes explain the alignment and ``reads W``
+    columns.
 
     Parameters
     ----------
@@ -391,7 +497,7 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
     """
     has_align = alignment in ds
     layers = [str(x) for x in ds["layer"].values] if has_align else []
-    header = ["rule", "rank", "test acc (%)", "n", "status"] + [f"{alignment[:3]}:{name}" for name in layers]
+    header = ["rule", "rank", "test acc (%)", "n", "status", "reads W"] + [f"{alignment[:3]}:{name}" for name in layers]
     rows = []
     acc = final(ds).values * 100.0
     for i, label in enumerate(ds["rule"].values):
@@ -411,8 +517,9 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
                 counts[str(s)] = counts.get(str(s), 0) + 1
             # "ok" when every seed agrees, else counts such as "ok:2,diverged:1"
             status_text = next(iter(counts)) if len(counts) == 1 else ",".join(f"{k}:{v}" for k, v in counts.items())
+            flagged = any(k in FLAGGED_STATUSES for k in counts)
             row = [str(label), rank_text(int(rank)), acc_text, str(int(vals.size)),
-                   status_text]
+                   status_text + (" (!)" if flagged else ""), weight_transport(str(label))]
             if has_align:
                 last = ds[alignment].values[i, j][:, -1, :]  # (seed, layer)
                 with np.errstate(all="ignore"):
@@ -426,4 +533,37 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
     if has_align:
         what = _ALIGNMENT_DOC.get(alignment, (alignment, ""))[0]
         lines += ["", f"{alignment[:3]}:<layer> = {what} (final epoch, mean over seeds)"]
+    lines += ["" if not has_align else None,
+              "reads W = weight transport: the feedback reads the forward weights W (yes: bp, ldfa_normative; "
+              "sign: sign_symmetry reads sign(W); no: fa, dfa, kolen_pollack, ldfa fixed / q_only / local / oja)"]
+    lines = [line for line in lines if line is not None]
+    lines += flag_notes(ds)
     return "\n".join(lines)
+
+
+def flagged_runs(ds: xr.Dataset) -> list[tuple[str, str]]:
+    """The finished runs that failed to learn, as (run id, status) pairs, status in :data:`FLAGGED_STATUSES`."""
+    status = ds["status"].values
+    return [(run_id(str(label), int(rank), int(seed)), str(status[i, j, k]))
+            for i, label in enumerate(ds["rule"].values) for j, rank in enumerate(ds["rank"].values)
+            for k, seed in enumerate(ds["seed"].values) if str(status[i, j, k]) in FLAGGED_STATUSES]
+
+
+def flag_notes(ds: xr.Dataset) -> list[str]:
+    """Lines explaining the flagged runs of a comparison (empty when every finished run is ``"ok"``)."""
+    flagged = flagged_runs(ds)
+    if not flagged:
+        return []
+    lines = ["", "(!) runs that did not learn: " + ", ".join(f"{rid} {st}" for rid, st in flagged)]
+    kinds = {st for _, st in flagged}
+    if "diverged" in kinds:
+        lines.append("    diverged: the training or test loss became NaN/Inf; training stopped there (later epochs NaN)")
+    if "at_chance" in kinds:
+        attrs = ds["test_accuracy"].attrs
+        if "chance_threshold" in attrs:
+            lines.append(f"    at_chance: final test accuracy <= {100 * attrs['chance_threshold']:.2f}% (chance level "
+                         f"{100 * attrs['chance_accuracy']:.2f}%, the most common test class, + "
+                         f"{CHANCE_STANDARD_ERRORS:g} binomial standard errors)")
+        else:
+            lines.append("    at_chance: final test accuracy at chance level")
+    return lines

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from bioplastic._progress import progress_bar
 
 from bioplastic._checks import check_choice, check_positive_int
 from bioplastic.data.base import ArrayDataset
@@ -428,7 +428,8 @@ def _feedback_hyper(config: TrainConfig, rule: Any) -> tuple[str, float, float]:
     the forward optimiser's value. Kolen-Pollack's fallback is the forward optimiser itself (same kind, lr and
     weight decay), so that ``B`` receives exactly ``W``'s update and converges to it (Akrout et al. 2019).
     """
-    kp = rule.name == "kolen_pollack"
+    # Kolen-Pollack, and LDFA's q_only / oja whose Q learns by Kolen-Pollack: the feedback decays like W
+    kp = rule.name == "kolen_pollack" or getattr(rule, "feedback_learning", None) in ("q_only", "oja")
     values = []
     for name, fallback in (("feedback_lr", config.lr), ("feedback_weight_decay", config.weight_decay if kp else 0.0)):
         value = config.rule_options.get(name)
@@ -746,10 +747,12 @@ def train(
         align_x = dataset.transform(x_test_dev[:n_align])
         align_y = y_test_dev[:n_align]
         loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        oja_targets = (getattr(rule, "feedback_learning", None) == "oja"
+                       and getattr(rule, "oja_covariance", "error") != "error")
         use_augment = bool(config.augment) and dataset.augment is not None
         epoch_seconds = np.full(epochs, np.nan)
 
-        bar = tqdm(
+        bar = progress_bar(
             total=epochs,
             initial=start_epoch,
             desc=f"{config.rule} {spec_name}",
@@ -764,6 +767,8 @@ def train(
                 opt.zero_grad(set_to_none=True)
             with _autocast(device, amp):
                 out = m(xb)
+            if oja_targets:  # Oja's rule on the label covariance (LDFA oja_covariance "targets" / "auto")
+                bnn.set_targets(model, yb)
             loss_rank = F.cross_entropy(out.float(), yb, reduction="sum", label_smoothing=config.label_smoothing)
             loss = loss_rank * (world / n_global)
             (scaler.scale(loss) if scaler is not None else loss).backward()

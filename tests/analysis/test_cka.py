@@ -111,9 +111,11 @@ def test_cka_bad_input(data):
         cka(bad, Y)
     with pytest.raises(ValueError, match="n >= 4"):
         cka(X[:3], Y[:3])
-    with pytest.raises(ValueError, match="different stimulus labels"):
+    # issue 15 case 1: labels in another order are aligned (tests/analysis/test_alignment.py); a different
+    # stimulus set is refused, naming the stimuli
+    with pytest.raises(ValueError, match=r"different stimulus sets.*missing.*\[0\].*extra.*\[60\]"):
         cka(xr.DataArray(X, dims=("stimulus", "n"), coords={"stimulus": np.arange(60)}),
-            xr.DataArray(Y, dims=("stimulus", "n"), coords={"stimulus": np.arange(60)[::-1]}))
+            xr.DataArray(Y, dims=("stimulus", "n"), coords={"stimulus": np.arange(1, 61)}))
     with pytest.raises(ValueError, match="bandwidth must be > 0"):
         cka(X, Y, kernel="rbf", bandwidth=0.0)
 

@@ -191,3 +191,30 @@ def test_bad_measurement_input():
         measure_receptive_fields(net, "1", (1, 8, 8), size=9)
     with pytest.raises(ValueError, match="input_shape"):
         measure_receptive_fields(net, "1", (8, 8))
+
+
+def test_gradient_rf_of_a_converted_model_is_the_true_derivative_not_the_feedback():
+    """Issue 15 case 3: on an FA-converted model the gradient RF is the derivative of the network function
+    (= the unconverted model's RF, autograd oracle; for a linear unit its kernel W), never the feedback B."""
+    import bioplastic
+
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Conv2d(2, 4, 5, padding=2))
+    fa = bioplastic.convert(lin, "fa", seed=0)
+    kw = dict(method="gradient", n_images=64, batch_size=32, size=5)
+    rf = measure_receptive_fields(fa, "0", (2, 11, 11), **kw).receptive_field.values
+    w, b = lin[0].weight.detach().double().numpy(), fa[0].B.detach().double().numpy()
+    np.testing.assert_allclose(rf, w, rtol=0, atol=1e-6)  # a linear unit's RF is its kernel
+    assert np.abs(rf - b).max() > 0.1 * np.abs(w).max()
+    assert not fa[0].bus.force_bp  # the true-gradient switch is off again
+
+    # a deeper, rectified model: equal to the unconverted model's gradient RF
+    torch.manual_seed(1)
+    deep = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(),
+                         nn.Flatten(), nn.Linear(4 * 9 * 9, 3))
+    for rule in ("fa", "dfa", "sign_symmetry"):
+        conv = bioplastic.convert(deep, rule, seed=0, example_input=torch.zeros(1, 1, 9, 9))
+        got = measure_receptive_fields(conv, "3", (1, 9, 9), method="gradient", n_images=64, batch_size=64)
+        want = measure_receptive_fields(deep, "3", (1, 9, 9), method="gradient", n_images=64, batch_size=64)
+        np.testing.assert_allclose(got.receptive_field.values, want.receptive_field.values, rtol=0, atol=1e-6)
+        assert np.abs(want.receptive_field.values).max() > 1e-2

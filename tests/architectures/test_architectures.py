@@ -35,8 +35,10 @@ def vit_count(image, patch, c_in, d, dim, depth, mlp_ratio, cls=True):
     return (patch * patch * c_in * dim + dim) + (t + cls) * dim + cls * dim + depth * block + 2 * dim + (dim + 1) * d
 
 
-def retina_count(c_in, d, s, C, nbn, k, depth, F):
-    convs = k * k * (c_in * C + C * nbn + nbn * C + (depth - 1) * C * C) + (2 * C + nbn + (depth - 1) * C)
+def retina_count(c_in, d, s, C, nbn, k, depth, F, batch_norm=False):
+    # conv biases (one per output channel), or with batch norm no bias and a BN scale + shift per channel
+    out_channels = 2 * C + nbn + (depth - 1) * C
+    convs = k * k * (c_in * C + C * nbn + nbn * C + (depth - 1) * C * C) + (1 + batch_norm) * out_channels
     return convs + (C * s * s + 1) * F + (F + 1) * d
 
 
@@ -53,7 +55,8 @@ def test_specs_build_with_closed_form_parameter_count_and_output_shape(name):
                              spec["dim"], spec["depth"], spec["mlp_ratio"], spec["pool"] == "cls")
     else:
         expected = retina_count(spec["in_channels"], spec["n_classes"], spec["image_size"], spec["channels"],
-                                spec["bottleneck"], spec["kernel_size"], spec["vvs_depth"], spec["fc_width"])
+                                spec["bottleneck"], spec["kernel_size"], spec["vvs_depth"], spec["fc_width"],
+                                spec["batch_norm"])
     assert n_params(model) == expected
     x = torch.zeros(2, spec["in_channels"], 32, 32)
     with torch.no_grad():
@@ -65,16 +68,22 @@ def test_all_issue_specs_are_shipped():
 
 
 def test_vgg_cifar_is_the_papers_network():
+    # the authors' CIFAR10CNNBP (models/ConvNet.py of maherhanut1/Low-Dimensional-Feedback)
     model = build_model("vgg_cifar")
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
     assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
-    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 4
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 3  # none after the last block
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 8
     assert isinstance(model.pool, nn.AdaptiveAvgPool2d)
-    # the feature map before the head is 512 x 2 x 2 for 32x32 inputs
+    # the feature map before the head is 512 x 4 x 4 for 32x32 inputs
     with torch.no_grad():
-        assert model.features(torch.zeros(1, 3, 32, 32)).shape == (1, 512, 2, 2)
+        assert model.features(torch.zeros(1, 3, 32, 32)).shape == (1, 512, 4, 4)
+    # head 512 -> 256 -> ReLU -> dropout 0.4 -> 10
+    assert [(n, type(m).__name__) for n, m in model.head.named_children()] == [
+        ("fc1", "Linear"), ("relu1", "ReLU"), ("drop1", "Dropout"), ("out", "Linear")]
+    assert (model.head.fc1.in_features, model.head.fc1.out_features, model.head.drop1.p) == (512, 256, 0.4)
+    assert (model.head.out.in_features, model.head.out.out_features) == (256, 10)
 
 
 def test_width_multiplier_scales_channels():
@@ -153,10 +162,12 @@ def test_vit_rejects_wrong_image_size():
 def test_retina_vvs_structure_and_bottleneck():
     model = build_model("retina_vvs", bottleneck=1, fc_width=64)
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    assert list(convs) == ["retina.conv1", "retina.conv2", "vvs.conv1", "vvs.conv2"]
+    assert list(convs) == ["retina.conv1", "retina.conv2", "vvs.conv1", "vvs.conv2", "vvs.conv3"]
     assert all(m.kernel_size == (9, 9) and m.padding == (4, 4) for m in convs.values())
     assert convs["retina.conv1"].in_channels == 1 and convs["retina.conv2"].out_channels == 1
-    assert n_params(model) == retina_count(1, 10, 32, 32, 1, 9, 2, 64)
+    assert n_params(model) == retina_count(1, 10, 32, 32, 1, 9, 3, 64, batch_norm=True)
+    plain = build_model("retina_vvs", bottleneck=1, fc_width=64, vvs_depth=2, batch_norm=False, dropout=0.0)
+    assert n_params(plain) == retina_count(1, 10, 32, 32, 1, 9, 2, 64)  # Lindsey et al.'s network
     names = dict(model.named_modules())
     assert all(layer in names for layer in RETINA_LAYERS)
     # 'same' padding keeps the retina's output at the image size

@@ -1,4 +1,5 @@
 """The rules' increments: autograd as the oracle, the paper's column-convention equations, rotation covariance."""
+import dataclasses
 import math
 
 import pytest
@@ -184,3 +185,42 @@ def test_rule_labels_and_rule_objects():
                             n_outputs=M, n_hidden=K)
     assert (spec.rule, spec.rank, spec.feedback_learning, spec.feedback_weight_decay) == ("ldfa", 3, "local", 0.1)
     assert math.isclose(spec.feedback_lr, spec.lr)  # the rule core's None means "the forward lr"
+
+
+def test_oja_on_the_output_covariance_has_the_papers_form():
+    # oja_covariance="targets": C = Syy (the paper's Eq. 8), raw by default: -flr grad_P = flr (Syy P - P P^T Syy P)
+    _, spec, state, x, y, moments = _setup("ldfa", "oja", oja_covariance="targets")
+    assert spec.oja_covariance == "targets" and spec.error_normalization == "none"
+    syy, p = moments[2], state["P"]
+    torch.testing.assert_close(D.increments(spec, state, *moments)["P"],
+                               spec.feedback_lr * (syy @ p - p @ (p.T @ syy @ p)))
+    with pytest.raises(ValueError, match="only to feedback_learning='oja'"):
+        D.make_rule_spec("ldfa", n_outputs=M, n_hidden=K, rank=R, feedback_learning="local",
+                         oja_covariance="targets")
+
+
+def test_oja_on_syy_converges_to_the_top_eigenvectors_of_the_label_covariance_while_the_weights_learn():
+    # Syy does not depend on the student: whatever W1, W2 do, span(P) -> top-r eigenvectors of Syy (eigh)
+    teacher, spec, state, x, y, moments = _setup("ldfa", "oja", oja_covariance="targets")
+    st = dict(state)
+    for _ in range(3000):
+        inc = D.increments(spec, st, *moments)
+        st = {k: v + inc[k] if k in inc else v for k, v in st.items()}
+    top = torch.linalg.eigh(moments[2])[1][:, -R:]
+    cos = torch.linalg.svdvals(torch.linalg.qr(st["P"])[0].T @ top)
+    assert float(cos.min()) > 1 - 1e-9
+    torch.testing.assert_close(st["P"].T @ st["P"], torch.eye(R, dtype=torch.float64), atol=1e-8, rtol=0)
+
+
+def test_q_only_decays_like_w2_by_default_and_q_converges_to_pt_w2():
+    # Kolen-Pollack with the same rate and decay: Q - P^T W2 = (1 - lr lambda)^t (Q0 - P^T W2(0)) exactly
+    _, spec, state, x, y, moments = _setup("ldfa", "q_only", weight_decay=0.3)
+    assert spec.feedback_weight_decay == 0.3
+    spec = dataclasses.replace(spec, feedback_lr=spec.lr)  # the same rate on both sides
+    st = dict(state)
+    gap0 = st["Q"] - st["P"].T @ st["W2"]
+    for _ in range(200):
+        inc = D.increments(spec, st, *moments)
+        st = {k: v + inc[k] if k in inc else v for k, v in st.items()}
+    torch.testing.assert_close(st["Q"] - st["P"].T @ st["W2"], (1 - spec.lr * 0.3) ** 200 * gap0, rtol=1e-8,
+                               atol=1e-12)

@@ -77,7 +77,7 @@ class FakeEngine:
         self.calls: list[FakeConfig] = []
         self.fail_at, self.exc, self.diverge = fail_at, exc, set(diverge)
 
-    def train(self, config, dataset, *, checkpoint_dir=None, progress=True):
+    def train(self, config, dataset, *, checkpoint_dir=None, progress=True, callbacks=()):
         self.calls.append(config)
         if self.fail_at is not None and len(self.calls) == self.fail_at:
             raise self.exc("simulated interruption")
@@ -235,9 +235,9 @@ def test_rank_fractions_alone_replace_the_default_ranks(engine, digits_spec):
 
     fig = plot_comparison(ds)
     curves, vs_rank = fig.axes[:2]
-    assert "ldfa_normative r=1w" in {line.get_label() for line in curves.get_lines()}
+    assert "LDFA adaptive (normative) r=1w, reads W" in {line.get_label() for line in curves.get_lines()}
     assert vs_rank.get_xlabel() == "feedback rank / layer width"
-    ldfa = [c for c in vs_rank.containers if c.get_label() == "ldfa_normative"][0]
+    ldfa = [c for c in vs_rank.containers if c.get_label() == "LDFA adaptive (normative), reads W"][0]
     np.testing.assert_allclose(np.asarray(ldfa.lines[0].get_xdata(), float), [1.0])
 
 
@@ -366,7 +366,7 @@ def test_checkpoint_dir_is_per_run_under_out(digits_spec, tmp_path, monkeypatch,
     seen = []
     original = engine.train
 
-    def train(config, dataset, *, checkpoint_dir=None, progress=True):
+    def train(config, dataset, *, checkpoint_dir=None, progress=True, callbacks=()):
         seen.append(checkpoint_dir)
         return original(config, dataset, checkpoint_dir=checkpoint_dir, progress=progress)
 
@@ -469,15 +469,15 @@ def test_figure_panels_show_the_data(engine, digits_spec):
     fig = plot_comparison(ds)
     curves, vs_rank, align = fig.axes[:3]
     lines = {line.get_label(): line for line in curves.get_lines()}
-    assert set(lines) == {"bp", "fa", "ldfa_normative r=1", "ldfa_normative r=4", "ldfa_fixed r=1",
-                          "ldfa_fixed r=4"}
-    np.testing.assert_allclose(lines["ldfa_fixed r=4"].get_ydata(),
+    assert set(lines) == {"backprop, reads W", "FA", "LDFA adaptive (normative) r=1, reads W",
+                          "LDFA adaptive (normative) r=4, reads W", "LDFA fixed r=1", "LDFA fixed r=4"}
+    np.testing.assert_allclose(lines["LDFA fixed r=4"].get_ydata(),
                                ds.test_accuracy.sel(rule="ldfa_fixed", rank=4).mean("seed") * 100)
     # accuracy against rank: LDFA as points over r, full-feedback rules as horizontal lines
     by_label = {line.get_label(): line for line in vs_rank.get_lines()}
-    np.testing.assert_allclose(by_label["bp (full feedback)"].get_ydata(),
+    np.testing.assert_allclose(by_label["backprop, reads W"].get_ydata(),
                                float(ds.test_accuracy.sel(rule="bp", rank=-1).isel(epoch=-1).mean() * 100))
-    ldfa = [c for c in vs_rank.containers if c.get_label() == "ldfa_normative"][0]
+    ldfa = [c for c in vs_rank.containers if c.get_label() == "LDFA adaptive (normative), reads W"][0]
     np.testing.assert_allclose(np.asarray(ldfa.lines[0].get_xdata(), float), [1, 4])
     np.testing.assert_allclose(np.asarray(ldfa.lines[0].get_ydata(), float),
                                ds.test_accuracy.sel(rule="ldfa_normative", rank=[1, 4]).isel(epoch=-1).mean("seed") * 100)
@@ -485,8 +485,9 @@ def test_figure_panels_show_the_data(engine, digits_spec):
 
 
 # ----------------------------------------------------------------------------------- the real engine
+# All 1,347 training digits: with 256 (4 steps) FA and fixed LDFA stayed at chance level, now flagged "at_chance".
 REAL = dict(rules=["bp", "fa", "ldfa"], ranks=[2], seeds=[0], epochs=1, dataset="digits",
-            feedback_learning=["normative", "fixed"], max_train=256, device="cpu", progress=False, figure=False)
+            feedback_learning=["normative", "fixed"], device="cpu", progress=False, figure=False)
 
 
 def test_real_engine_end_to_end_and_saved_models_reload(tmp_path):
@@ -677,11 +678,12 @@ def test_direct_rule_on_a_conv_net_with_the_head_on_backprop_trains_and_reloads(
     # as the source of e, and its conv layers' D are sized from an example input, also when reloading.
     from bioplastic.data import load_dataset
 
-    spec = {"name": "tiny_cnn", "architecture": "vgg", "in_channels": 1, "widths": [4, 8], "convs_per_block": 1,
+    # widths [4, 8], 1 epoch at lr 1e-3 left DFA at chance level (8.9 %, now flagged "at_chance"); this learns
+    spec = {"name": "tiny_cnn", "architecture": "vgg", "in_channels": 1, "widths": [8, 16], "convs_per_block": 1,
             "rule": {"exclude": ["head"]}}
     out = tmp_path / "out"
     ds = bioplastic.compare(rules=["dfa", "ldfa"], ranks=[2], feedback_learning=["normative"], seeds=[0],
-                            epochs=1, dataset="digits", model=spec, out=out, progress=False)
+                            epochs=2, lr=1e-2, dataset="digits", model=spec, out=out, progress=False)
     assert (ds.status.sel(rule="dfa", rank=R.NO_RANK).values == "ok").all()
     data = load_dataset("digits")
     for rule, rank, label in [("dfa", None, "dfa"), ("ldfa", 2, "ldfa_normative")]:
