@@ -534,7 +534,9 @@ def _run_rsa_it(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
     for key in ("epochs", "max_train"):
         if key in s:
             argv += [f"--{key.replace('_', '-')}", str(s[key])]
-    mod.main(argv)
+    status = mod.main(argv)
+    if status:
+        raise RuntimeError(f"analyses/rsa_it.py {' '.join(argv)} exited with status {status}")
     return io.load(ctx.out / "rsa_it.nc")
 
 
