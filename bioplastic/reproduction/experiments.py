@@ -6,7 +6,7 @@ that reads it (e.g. one MNIST comparison answers two claims). Each runner uses t
 and the functions of the analysis scripts in ``analyses/`` (loaded from the repository checkout; a claim that
 needs one is reported ``not run`` where the folder is absent, e.g. in an installed wheel).
 
-Budgets: ``smoke`` (tiny sizes, tests the plumbing in about a minute; its numbers mean nothing), ``cpu`` (what 2
+Budgets: ``smoke`` (tiny sizes, tests the plumbing in a few minutes of CPU time; its numbers mean nothing), ``cpu`` (what 2
 CPU cores can do in a few hours; at least 3 seeds where a run takes under 10 minutes), ``gpu`` (the paper's
 recipes where the package has them).
 """

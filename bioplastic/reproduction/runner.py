@@ -158,7 +158,7 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
     Parameters
     ----------
     budget : {"smoke", "cpu", "gpu"}
-        ``smoke``: tiny sizes that test the plumbing in about a minute (its verdicts mean nothing); ``cpu``:
+        ``smoke``: tiny sizes that test the plumbing (minutes; its verdicts mean nothing); ``cpu``:
         what 2 CPU cores do in a few hours; ``gpu``: the paper's recipes where the package has them.
     out : path-like
         Output folder: ``claims.nc``, ``report.html``, ``claims/``, ``experiments/``, ``figures/``.
