@@ -286,7 +286,9 @@ def write_markdown(ds: xr.Dataset, out: str | os.PathLike, path: str | os.PathLi
             if not target.exists() or target.read_bytes() != s["experiment_figure"].read_bytes():
                 shutil.copyfile(s["experiment_figure"], target)
             lines += [f"![experiment of {s['id']}]({rel(target)})", ""]
-        lines += ["Rerun alone:", "", "```bash", str(ds["command"].values[i]), "```"]
+        # the marker keeps tests/docs/test_snippets.py from rerunning a long claim
+        lines += ["Rerun alone:", "", f"<!-- docs-test: skip: reruns a {ds.attrs.get('budget')}-budget claim -->",
+                  "```bash", str(ds["command"].values[i]), "```"]
     text = "\n".join(lines) + "\n"
     io.atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path
