@@ -158,7 +158,7 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
     Parameters
     ----------
     budget : {"smoke", "cpu", "gpu"}
-        ``smoke``: tiny sizes that test the plumbing in about a minute (its verdicts mean nothing); ``cpu``:
+        ``smoke``: tiny sizes that test the plumbing (minutes; its verdicts mean nothing); ``cpu``:
         what 2 CPU cores do in a few hours; ``gpu``: the paper's recipes where the package has them.
     out : path-like
         Output folder: ``claims.nc``, ``report.html``, ``claims/``, ``experiments/``, ``figures/``.
@@ -243,21 +243,25 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
         if missing:
             row["reason"] = f"not run: {missing}"
             continue
-        try:
-            if exp.name not in results and exp.name not in failures:
+        if exp.name not in results and exp.name not in failures:
+            try:
                 results[exp.name] = _experiment_result(exp, ctx, settings)
-            if exp.name in failures:
-                row["reason"] = failures[exp.name]
-                continue
+            except NotAvailable as exc:
+                failures[exp.name] = f"not run: {exc}"
+            except Exception as exc:  # one failing experiment must not stop the others; the report says why
+                log.exception("experiment %s failed", exp.name)
+                failures[exp.name] = f"not run: experiment {exp.name} failed: {type(exc).__name__}: {exc}"
+        if exp.name in failures:
+            row["reason"] = failures[exp.name]
+            continue
+        try:
             values, seed_arr = _measured_to_array(claim.measure(results[exp.name], ctx), settings)
         except NotAvailable as exc:
-            failures.setdefault(exp.name, f"not run: {exc}")
             row["reason"] = f"not run: {exc}"
             continue
-        except Exception as exc:  # one failing experiment must not stop the others; the report says why
-            log.exception("%s: experiment %s failed", claim.id, exp.name)
-            failures.setdefault(exp.name, f"not run: experiment {exp.name} failed: {type(exc).__name__}: {exc}")
-            row["reason"] = failures[exp.name]
+        except Exception as exc:  # a claim whose measure fails does not take its experiment's other claims along
+            log.exception("measuring %s failed", claim.id)
+            row["reason"] = f"not run: measuring {claim.id} failed: {type(exc).__name__}: {exc}"
             continue
         row["values"], row["seeds"] = values, seed_arr
         saved = xr.Dataset({"value": (("seed",), values)}, coords={"seed": seed_arr},
