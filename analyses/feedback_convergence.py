@@ -16,6 +16,7 @@ Angles between matrices are ``arccos(<A, B>_F / (||A|| ||B||))`` (:func:`bioplas
 Usage::
 
     python analyses/feedback_convergence.py --out DIR --modes q_only,oja --decays 0,0.1,1 --rank 3 --seeds 0
+    python analyses/feedback_convergence.py --from-compare RUNS   # angles of every LDFA model a compare saved
 """
 from __future__ import annotations
 
@@ -56,9 +57,32 @@ def layer_angles(model: torch.nn.Module) -> dict[str, dict[str, float]]:
     return out
 
 
+def from_compare(folder: Path) -> list[dict]:
+    """Angles of every finished LDFA run of a ``bioplastic compare`` folder (its saved models)."""
+    from bioplastic import io as bio
+    from bioplastic.training.compare import load_model
+
+    res = bio.load(folder / "results.nc")
+    rows = []
+    for label in res.rule.values:
+        fl = str(res.feedback_learning.sel(rule=label).values)
+        if not fl:
+            continue
+        for rank in res["rank"].values:
+            for seed in res.seed.values:
+                if str(res.status.sel(rule=label, rank=rank, seed=seed).values) != "ok":
+                    continue
+                model = load_model(folder, str(label), int(rank), int(seed))
+                for layer, a in layer_angles(model).items():
+                    rows.append({"mode": fl, "rank": int(rank), "seed": int(seed), "layer": layer, **a})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--from-compare", type=Path, default=None,
+                        help="a bioplastic compare output folder: print the angles of its saved LDFA models")
     parser.add_argument("--model", default="mlp_mnist")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--modes", default="q_only,oja")
@@ -70,6 +94,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
+    if args.from_compare is not None:
+        rows = from_compare(args.from_compare)
+        modes = sorted({r["mode"] for r in rows}, key=["fixed", "q_only", "normative", "local", "oja"].index)
+        print("mode       rank layer  Q vs P^T W    PQ vs W_r     span(P) vs U_r   (degrees, mean +- s.d. over seeds)")
+        for mode in modes:
+            for rank in sorted({r["rank"] for r in rows}):
+                for layer in sorted({r["layer"] for r in rows}, key=[r["layer"] for r in rows].index):
+                    sel = [r for r in rows if (r["mode"], r["rank"], r["layer"]) == (mode, rank, layer)]
+                    if not sel:
+                        continue
+                    cells = []
+                    for key in ("kp_angle", "svd_angle", "subspace_angle"):
+                        v = np.array([r[key] for r in sel])
+                        cells.append(f"{v.mean():5.1f} +- {v.std(ddof=1) if len(v) > 1 else 0:4.1f}")
+                    print(f"{mode:10s} {rank:4d} {layer:5s}  " + "   ".join(cells) + f"   (n={len(sel)})")
+        return 0
+    if args.out is None:
+        parser.error("--out is required (unless --from-compare)")
     dataset = load_dataset(args.dataset)
     decays = [None] if args.decays == "default" else [float(d) for d in args.decays.split(",")]
     rows = []

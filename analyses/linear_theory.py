@@ -3,17 +3,20 @@
 Reproduces the theory figure of Hanut & Kadmon (2025, arXiv:2502.20580): a two-layer linear student
 (n=128 inputs, k=64 hidden, m=64 outputs) learns a rank-4 linear teacher with backprop, feedback alignment and
 LDFA (fixed, q_only, oja, local, normative feedback) through r=2 feedback units, and again with r=4 (at least the
-teacher's rank). Every rule is run twice from the same initial weights: the full simulation (full-batch gradient
-descent on 100,000 sampled inputs; solid lines) and the gradient-flow ODE in the teacher's singular basis
+teacher's rank). Two teachers: the spec's (the authors' G1 G2 / sqrt(64) truncated to rank 4) and the authors'
+full-rank G1 G2 / sqrt(64) (``--teachers``). ``oja`` follows the output covariance Sigma^yy (the paper's Eq. 8;
+spec key ``oja_covariance``). Every rule is run twice from the same initial weights: the full simulation
+(full-batch gradient descent on 100,000 sampled inputs; solid lines) and the gradient-flow ODE in the teacher's singular basis
 (dashed). Sizes, rates and the teacher come from ``models/linear_teacher_student.toml``.
 
 Usage::
 
-    python analyses/linear_theory.py --out results/             # figure: linear_theory.nc / .png (~1-2 min)
+    python analyses/linear_theory.py --out results/             # figures: linear_theory[_full_rank].nc / .png
     python analyses/linear_theory.py --out results/ --sweep     # + linear_theory_sweep.nc / .png (oja, local)
     python analyses/linear_theory.py --out results/ --small     # small sizes (seconds; used by the tests)
 
-Outputs (``bioplastic.io.save``, atomic): ``linear_theory.nc`` with dims ``rank``, ``executor``
+Outputs (``bioplastic.io.save``, atomic): ``linear_theory.nc`` (spec's teacher; ``linear_theory_full_rank.nc`` for the
+full-rank teacher, attribute ``teacher`` names it) with dims ``rank``, ``executor``
 (``simulation``, ``gradient_flow``), ``rule``, ``step``, ``mode``, ``direction``; ``linear_theory.png``: for each
 rank a row of losses (log scale, with the best rank-r loss as a dotted reference line) and a row of normalised
 mode strengths ``[U^T W2 W1 V]_jj / s_j``, one column per rule. ``--sweep`` adds ``linear_theory_sweep.nc`` (dims
@@ -56,6 +59,28 @@ def _save_figure(fig, path: Path) -> None:
         plt.close(fig)
 
 
+TEACHER_LABELS = {"spec": "the spec's teacher", "full": "full-rank G1 G2 / sqrt(64)"}
+
+
+def teacher_label(spec: dict, which: str) -> str:
+    """Readable name of a teacher of the figure (``which``: "spec" or "full")."""
+    t = spec["teacher"]
+    if which == "full":
+        return f"paper teacher G1 G2 / sqrt({t.get('hidden', 64)}), full rank (seed {t.get('seed', 0)})"
+    if t.get("construction", "paper") == "paper":
+        rank = t.get("rank")
+        cut = f", truncated to rank {rank}" if rank else ", full rank"
+        return f"paper teacher G1 G2 / sqrt({t.get('hidden', 64)}){cut} (seed {t.get('seed', 0)})"
+    return f"random teacher, singular values {t.get('singular_values')}"
+
+
+def full_rank_spec(spec: dict) -> dict:
+    """The spec with its paper teacher not truncated: the authors' G1 G2 / sqrt(hidden) as drawn."""
+    if spec["teacher"].get("construction", "paper") != "paper":
+        raise SystemExit("--teachers full needs a 'paper' teacher construction (G1 G2 / sqrt(hidden))")
+    return {**spec, "teacher": {k: v for k, v in spec["teacher"].items() if k != "rank"}}
+
+
 def load_setting(spec_name: str, small: bool) -> tuple[dict, theory.Teacher, dict]:
     """The spec, its teacher and the keyword arguments shared by every run."""
     spec = load_spec(spec_name)
@@ -73,9 +98,17 @@ def load_setting(spec_name: str, small: bool) -> tuple[dict, theory.Teacher, dic
     return spec, teacher, common
 
 
+def per_rule_options(spec: dict) -> dict[str, dict]:
+    """Options of single rules from the spec: Oja's covariance source (``oja_covariance``, default "targets":
+    the output covariance Sigma^yy of the paper's Eq. 8)."""
+    return {"ldfa_oja": {"oja_covariance": spec["training"].get("oja_covariance", "targets")},
+            "direct_ldfa_oja": {"oja_covariance": spec["training"].get("oja_covariance", "targets")}}
+
+
 def run_figure(spec: dict, teacher: theory.Teacher, common: dict, rules: list[str], ranks: list[int],
                record_every: int) -> xr.Dataset:
     """Simulation and gradient flow for every rule and rank, concatenated along ``executor`` and ``rank``."""
+    per_rule = {k: v for k, v in per_rule_options(spec).items() if k in rules}
     n_samples = spec["training"].get("n_samples")
     data = None
     if n_samples:  # one training set for every rule (x white Gaussian, y = W* x + noise), drawn once
@@ -88,11 +121,11 @@ def run_figure(spec: dict, teacher: theory.Teacher, common: dict, rules: list[st
     per_rank = []
     for r in ranks:
         t0 = time.perf_counter()
-        sim = theory.compare_rules(rules, teacher, executor="simulate", rank=r, data=data,
+        sim = theory.compare_rules(rules, teacher, executor="simulate", rank=r, data=data, per_rule=per_rule,
                                    record_every=record_every, dtype=torch.float32, **common)
         t1 = time.perf_counter()
         ode = theory.compare_rules(rules, teacher, executor="gradient_flow", rank=r, record_every=record_every,
-                                   rtol=1e-6, atol=1e-8, **common)
+                                   per_rule=per_rule, rtol=1e-6, atol=1e-8, **common)
         t2 = time.perf_counter()
         log.info("rank %d: simulations %.1f s, gradient flows %.1f s", r, t1 - t0, t2 - t1)
         if "train_loss" in sim and "train_loss" not in ode:
@@ -107,12 +140,13 @@ def run_figure(spec: dict, teacher: theory.Teacher, common: dict, rules: list[st
     return ds
 
 
-def plot_figure(ds: xr.Dataset, path: Path) -> None:
+def plot_figure(ds: xr.Dataset, path: Path, teacher: str = "") -> None:
     rules = list(ds.rule.values)
     ranks = [int(r) for r in ds["rank"].values]
     fig, axes = plt.subplots(2 * len(ranks), len(rules), figsize=(2.3 * len(rules), 2.1 * 2 * len(ranks)),
                              sharex=True, squeeze=False)
     colors = plt.cm.viridis(np.linspace(0, 0.85, ds.sizes["mode"]))
+    n_label = 4  # legend entries: the strongest modes only (a full-rank teacher has 64)
     for i, r in enumerate(ranks):
         for j, rule in enumerate(rules):
             ax_l, ax_m = axes[2 * i, j], axes[2 * i + 1, j]
@@ -120,8 +154,10 @@ def plot_figure(ds: xr.Dataset, path: Path) -> None:
                 sel = ds.sel(rank=r, rule=rule, executor=executor)
                 ax_l.plot(ds.step, sel.loss, style, color="k", lw=1.2)
                 for mode in ds.mode.values:
-                    ax_m.plot(ds.step, sel.mode_strength.sel(mode=mode), style, color=colors[mode], lw=1.1,
-                              label=f"s={float(ds.singular_value[mode]):.1f}" if executor == "simulation" else None)
+                    label = (f"s={float(ds.singular_value[mode]):.1f}"
+                             if executor == "simulation" and mode < n_label else None)
+                    ax_m.plot(ds.step, sel.mode_strength.sel(mode=mode), style, color=colors[mode],
+                              lw=1.1 if ds.sizes["mode"] <= 8 else 0.6, label=label)
             ref = float(ds.rank_r_loss.sel(rank=r, rule=rule, executor="simulation"))
             if ref > 1e-9 * float(ds.initial_loss_zero_map.max()):  # r >= teacher rank: the reference is 0
                 ax_l.axhline(ref, color="0.5", ls=":", lw=1)
@@ -135,8 +171,8 @@ def plot_figure(ds: xr.Dataset, path: Path) -> None:
             if i == len(ranks) - 1:
                 ax_m.set_xlabel("step")
     axes[1, 0].legend(fontsize=6, loc="lower right")
-    fig.suptitle("Linear teacher-student: simulation (solid) vs gradient-flow theory (dashed); "
-                 "dotted: best rank-r loss", fontsize=10)
+    fig.suptitle(f"Linear teacher-student, {teacher or 'teacher of the spec'}: simulation (solid) vs "
+                 "gradient-flow theory (dashed); dotted: best rank-r loss; oja on Sigma^yy", fontsize=10)
     fig.tight_layout()
     _save_figure(fig, path)
 
@@ -152,6 +188,11 @@ def sweep_settings(small: bool) -> list[tuple[str, str, dict]]:
         s.append((f"oja trace P-lr={plr:g}", "ldfa_oja", {"feedback_lr_p": plr}))
     for plr in (1e-5, 3e-5, 1e-4, 2e-4):
         s.append((f"oja none P-lr={plr:g}", "ldfa_oja", {"feedback_lr_p": plr, "error_normalization": "none"}))
+    # oja on the output covariance Sigma^yy (the paper's Eq. 8 and the figure's setting): raw (the paper's form) at
+    # P-lr 1e-3 and 1e-4, and trace-normalised (the torch executor's normalisation) at P-lr 1e-3
+    for plr in (1e-3, 1e-4):
+        s.append((f"oja Syy none P-lr={plr:g}", "ldfa_oja", {"oja_covariance": "targets", "feedback_lr_p": plr}))
+    s.append(("oja Syy trace P-lr=0.001", "ldfa_oja", {"oja_covariance": "targets", "error_normalization": "trace"}))
     # oja's Kolen-Pollack part: rate of Q (= lr: exact KP), weight decay, zero initial Q (nothing to forget)
     fast = {"feedback_lr_p": 1e-4, "error_normalization": "none"}
     s.append(("oja none P-lr=1e-4 Q-lr=lr", "ldfa_oja", {**fast, "feedback_lr": 2.5e-3}))
@@ -173,7 +214,7 @@ def sweep_settings(small: bool) -> list[tuple[str, str, dict]]:
             s.append((f"local trace lr={flr:g} decay={wd:g}", "ldfa_local",
                       {"feedback_lr": flr, "feedback_weight_decay": wd, "error_normalization": "trace"}))
     if small:
-        s = s[:2] + [x for x in s if x[0] in ("oja none P-lr=0.0001", "q_only KP decay=0.1",
+        s = s[:2] + [x for x in s if x[0] in ("oja none P-lr=0.0001", "oja Syy none P-lr=0.001", "q_only KP decay=0.1",
                                                 "local trace lr=0.01 decay=0.1")]
     return s
 
@@ -189,6 +230,7 @@ def run_sweep(teacher: theory.Teacher, common: dict, rank: int, small: bool, rec
         ds = ds.rename({"rule": "setting"}).assign_coords(
             setting=[name], rule=("setting", [label]),
             error_normalization=("setting", [io.config_of(ds)["rule"]["error_normalization"]]),
+            oja_covariance=("setting", [io.config_of(ds)["rule"].get("oja_covariance", "error")]),
             feedback_init_scale=("setting", [float(kw.get("feedback_init_scale", 1.0))]))
         ds.attrs.pop("config", None)
         parts.append(ds)
@@ -220,7 +262,8 @@ def plot_sweep(ds: xr.Dataset, path: Path) -> None:
     ax.set_xlabel("largest principal angle, feedback vs teacher's top-r modes (deg), final")
     ax = axes[2]
     for name in names:
-        if name.startswith(("q_only", "fixed")) or name in ("oja trace P-lr=0.001", "oja none P-lr=0.0001"):
+        if name.startswith(("q_only", "fixed")) or name in ("oja trace P-lr=0.001", "oja none P-lr=0.0001",
+                                                             "oja Syy none P-lr=0.001"):
             ax.plot(ds.step[1:], ds.feedback_change.sel(setting=name)[1:], label=name)
     ax.set_xscale("log")
     ax.set_xlabel("step")
@@ -241,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="small sizes (seconds)")
     parser.add_argument("--sweep", action="store_true", help="also run the oja / local sweep")
     parser.add_argument("--record-every", type=int, default=None, help="record every this many steps")
+    parser.add_argument("--teachers", default=None,
+                        help="comma-separated: 'spec' (the spec's teacher: linear_theory.nc / .png) and 'full' (the "
+                             "paper teacher not truncated: linear_theory_full_rank.nc / .png); default 'spec,full' "
+                             "for a paper teacher, 'spec' with --small")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)  # small matrices: one thread is fastest (a script may set the process default)
@@ -258,21 +305,39 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log.info("teacher: %s; ranks %s; rules %s", teacher, ranks, rules)
 
-    t0 = time.perf_counter()
-    ds = run_figure(spec, teacher, common, rules, ranks, record_every)
-    config = {"spec": spec, "rules": rules, "ranks": ranks, "record_every": record_every, "small": args.small}
-    ds = io.stamp(ds, config)
-    io.save(ds, args.out / "linear_theory.nc")
-    plot_figure(ds, args.out / "linear_theory.png")
-    final = ds.loss.isel(step=-1)
-    for r in ranks:
-        for rule in rules:
-            log.info("r=%d %-16s loss %.4g -> sim %.4g, theory %.4g (best rank-r loss %.4g)", r, rule,
-                     float(ds.loss.sel(rank=r, rule=rule, executor="simulation").isel(step=0)),
-                     float(final.sel(rank=r, rule=rule, executor="simulation")),
-                     float(final.sel(rank=r, rule=rule, executor="gradient_flow")),
-                     float(ds.rank_r_loss.sel(rank=r, rule=rule, executor="simulation")))
-    log.info("figure done in %.1f s", time.perf_counter() - t0)
+    paper = spec["teacher"].get("construction", "paper") == "paper"
+    teachers = (args.teachers or ("spec,full" if paper and not args.small else "spec")).split(",")
+    for which in teachers:
+        if which not in TEACHER_LABELS:
+            raise SystemExit(f"unknown teacher {which!r}; allowed: {', '.join(TEACHER_LABELS)}")
+    variants = {"spec": (spec, teacher)}
+    if "full" in teachers:
+        full = full_rank_spec(spec)
+        variants["full"] = (full, theory.teacher_from_spec(full))
+    for which in teachers:
+        t0 = time.perf_counter()
+        spec_t, teacher_t = variants[which]
+        label = teacher_label(spec_t, which)
+        log.info("teacher %s: %s", which, label)
+        ds = run_figure(spec_t, teacher_t, common, rules, ranks, record_every)
+        config = {"spec": spec_t, "rules": rules, "ranks": ranks, "record_every": record_every, "small": args.small,
+                  "teacher": label, "per_rule": per_rule_options(spec_t)}
+        ds.attrs["teacher"] = label
+        ds = io.stamp(ds, config)
+        stem = "linear_theory" if which == "spec" else "linear_theory_full_rank"
+        io.save(ds, args.out / f"{stem}.nc")
+        plot_figure(ds, args.out / f"{stem}.png", teacher=label)
+        final = ds.loss.isel(step=-1)
+        for r in ranks:
+            for rule in rules:
+                log.info("[%s] r=%d %-16s loss %.4g -> sim %.4g, theory %.4g (best rank-r loss %.4g)", which, r, rule,
+                         float(ds.loss.sel(rank=r, rule=rule, executor="simulation").isel(step=0)),
+                         float(final.sel(rank=r, rule=rule, executor="simulation")),
+                         float(final.sel(rank=r, rule=rule, executor="gradient_flow")),
+                         float(ds.rank_r_loss.sel(rank=r, rule=rule, executor="simulation")))
+        log.info("figure (%s teacher) done in %.1f s", which, time.perf_counter() - t0)
+    config = {"spec": spec, "rules": rules, "ranks": ranks, "record_every": record_every, "small": args.small,
+              "teacher": teacher_label(spec, "spec")}
 
     if args.sweep:
         t0 = time.perf_counter()

@@ -109,7 +109,8 @@ def target_rows(targets, n_rows: int, width: int, *, standardize: bool, dtype=No
         if tuple(targets.shape) != (n_rows,):
             raise ValueError(f"oja targets: class indices must have shape ({n_rows},) (one per error row of the "
                              f"output layer), got {tuple(targets.shape)}")
-        lo, hi = int(targets.min()), int(targets.max())  # host read: only in Oja's target mode
+        # checked on CPU only: on an accelerator a host read would sync every step (F.one_hot checks there)
+        lo, hi = (int(targets.min()), int(targets.max())) if targets.device.type == "cpu" else (0, 0)
         if lo < 0 or hi >= width:
             raise ValueError(f"oja targets: class indices must lie in [0, {width}), got values in [{lo}, {hi}]")
         t = F.one_hot(targets.long(), width).to(dtype or torch.get_default_dtype())
