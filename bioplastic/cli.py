@@ -167,7 +167,7 @@ def _add_reproduce_parser(sub) -> None:
     p.add_argument("--budget", required=True, help="one of " + ", ".join(BUDGETS)
                    + " (smoke: tiny sizes that test the plumbing; cpu: a few hours on 2 cores; gpu: the paper's recipes)")
     p.add_argument("--out", required=True, help="output folder (resumed if it holds measured claims)")
-    p.add_argument("--claims", default=None, metavar="ID,ID", help="comma-separated claim ids (default: all)")
+    p.add_argument("--claims", default=None, metavar="ID,ID", help="comma-separated claim ids (none given: every claim)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds replacing the budget's")
     p.add_argument("--device", default="auto", help="torch device of the training runs")
     p.add_argument("--data-path", default=None, help="the shared data folder (cifar10/, kriegeskorte2008/) or a "
@@ -200,7 +200,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     width = max(len(str(c)) for c in ds["claim"].values)
     for i, cid in enumerate(ds["claim"].values):
         n = int(ds["n"].values[i])
-        measured = "" if n == 0 else f"  {float(ds['mean'].values[i]):.4g} (n={n})"
+        measured = "" if n == 0 else f"  {float(ds['seed_mean'].values[i]):.4g} (n={n})"
         sys.stdout.write(f"{str(cid):{width}s}  {ds['verdict'].values[i]}{measured}\n")
     sys.stdout.write(f"\nclaims: {args.out}/{CLAIMS_FILE}\nreport: {args.out}/{REPORT_FILE}\n")
     return 0

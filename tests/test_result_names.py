@@ -8,6 +8,8 @@ reachable as an attribute. Text arrays (``rule``, ``layer``, ``status``, ...) mu
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,18 @@ def _results() -> dict[str, xr.Dataset]:
     out["compare results.nc"] = R.merge_runs(
         [run], rules=[("bp", None), ("ldfa", "normative")], ranks=[R.NO_RANK, 2, R.fraction_rank(0.25)],
         seeds=[0], epochs=2, chance=(0.1, 0.12))
+    from bioplastic.reproduction import runner
+    from bioplastic.reproduction.claims import CLAIMS
+    from bioplastic.training.task_dimensionality import minimal_sufficient_rank
+
+    rows = [{"claim": CLAIMS[0], "values": np.array([0.5, 0.7]), "seeds": np.array([0, 1]), "reason": ""},
+            {"claim": CLAIMS[1], "values": np.array([]), "seeds": np.array([], dtype=np.int64), "reason": "not run"}]
+    out["reproduce claims.nc"] = runner._assemble(rows, "smoke", Path("out"), None, None, "cpu")
+    accuracy = xr.DataArray(rng.uniform(0.5, 0.9, (2, 3, 3)), dims=("K", "rank", "seed"),
+                            coords={"K": [2, 4], "rank": [1, 2, 4], "seed": [0, 1, 2]})
+    reference = xr.DataArray(rng.uniform(0.85, 0.9, (2, 3)), dims=("K", "seed"),
+                             coords={"K": [2, 4], "seed": [0, 1, 2]})
+    out["minimal_sufficient_rank"] = minimal_sufficient_rank(accuracy, reference, n_bootstrap=20)
     return {k: v if isinstance(v, xr.Dataset) else v.to_dataset(name=v.name or "value") for k, v in out.items()}
 
 
@@ -104,8 +118,6 @@ def test_no_name_shadows_a_dataset_attribute_except_the_documented_rank(results)
 
 @pytest.mark.parametrize("page", ["README.md", "docs/compare.md", "docs/conventions.md"])
 def test_the_rank_exception_is_documented(page):
-    from pathlib import Path
-
     text = (Path(__file__).resolve().parents[1] / page).read_text()
     assert 'ds["rank"]' in text and "ds.rank" in text
 

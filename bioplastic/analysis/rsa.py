@@ -220,12 +220,12 @@ def rdm_stack(rdms: dict[str, xr.DataArray] | list[xr.DataArray], dim: str, labe
         raise ValueError("no RDMs to stack")
     if len(labels) != len(items):
         raise ValueError(f"{len(labels)} labels for {len(items)} RDMs")
-    sizes = {it.sizes.get(ROW) for it in items}
-    if len(sizes) != 1:
-        raise ValueError(f"RDMs differ in their number of stimuli: {sorted(map(str, sizes))}")
     # align every RDM to the first one's stimulus labels (or refuse a mismatch naming the stimuli)
     items = [items[0]] + [align_stimuli(items[0], it, f"RDM {labels[0]!r}", f"RDM {lab!r}")
                           for lab, it in zip(labels[1:], items[1:])]
+    sizes = {it.sizes.get(ROW) for it in items}
+    if len(sizes) != 1:
+        raise ValueError(f"RDMs differ in their number of stimuli: {sorted(map(str, sizes))}")
     return xr.concat(items, dim=dim, coords="minimal", compat="override", combine_attrs="drop_conflicts"
                      ).assign_coords({dim: labels})
 

@@ -208,7 +208,9 @@ class FeedbackLinear(FeedbackLayer, nn.Linear):
     """``nn.Linear`` (any leading dims: batch, tokens, ...) whose backward follows a learning rule.
 
     Same forward maths and parameters as ``nn.Linear``, plus the rule's feedback parameters (see the module
-    docstring). Built by :func:`bioplastic.convert`; not meant to be constructed directly.
+    docstring). Built by :func:`bioplastic.convert`; not meant to be constructed directly. Under
+    ``torch.no_grad()`` the forward is plain ``F.linear``; with gradients on, the backward is the rule's in
+    train and in eval mode alike (use :func:`bioplastic.nn.true_gradient` for the true derivative).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,7 +225,8 @@ class FeedbackLinear(FeedbackLayer, nn.Linear):
 
 class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
     """``nn.Conv2d`` (stride, padding incl. ``"same"`` and padding modes, dilation, groups, bias on/off) whose
-    backward follows a learning rule. Built by :func:`bioplastic.convert`.
+    backward follows a learning rule, in train and eval mode alike (:func:`bioplastic.nn.true_gradient` gives
+    the true derivative). Built by :func:`bioplastic.convert`.
     """
 
     def _numeric_padding(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

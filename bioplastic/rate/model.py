@@ -35,7 +35,7 @@ signal of the population above (``t_{j+1}``, or ``e`` for the last hidden popula
 
 Plasticity (three factors, local at each synapse, per unit time, active while the plasticity gate is on)::
 
-    dW_l/dt = eta_l (t_l^T r_{l-1} - lambda_W W_l)      db_l/dt = eta_l t_l     (t_out = e, eta_l = eta / n_{l-1})
+    dW_l/dt = eta_l (t_l^T r_{l-1} - lambda_W W_l)      db_l/dt = eta_b t_l     (t_out = e, eta_l = eta / n_{l-1})
 
 averaged over parallel trials. Feedback learning (``FeedbackPopulation.learning``), the continuous-time
 forms of section 2 of the science notes (``docs/rate.md``), all with rate ``eta_fb`` (1/s):
@@ -52,7 +52,11 @@ forms of section 2 of the science notes (``docs/rate.md``), all with rate ``eta_
 
 Learning rates are defined per unit time, so halving ``dt`` does not change the learning trajectory, and
 (by default) normalised by the fan-in, so widening a layer does not change it either
-(:meth:`RateNetwork.synaptic_learning_rates`).
+(:meth:`RateNetwork.synaptic_learning_rates`). A bias is a synapse from a constant input of 1, so its
+fan-in is 1 and its rate ``eta_b`` (``bias_learning_rate``, default ``eta / 100``) is never divided by a width: the
+change of a neuron's current from its weights, ``eta / n_{l-1} t_l |r_{l-1}|^2``, and from its bias,
+``eta_b t_l``, then both stay the same when the layer below is widened (a network with every unit duplicated
+follows the original exactly, biases included).
 """
 from __future__ import annotations
 
@@ -78,6 +82,8 @@ LEARNING_RATE_SCALINGS: tuple[str, ...] = ("fan_in", "none")
 Backend = Literal["torch", "brian2"]
 BACKENDS: tuple[str, ...] = ("torch", "brian2")
 ERROR_POPULATION = "error"
+#: Default bias learning rate as a fraction of ``learning_rate`` (width-independent; see ``bias_learning_rate``).
+BIAS_LEARNING_RATE_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -216,10 +222,11 @@ class RateNetwork:
     feedback : FeedbackPopulation
         The feedback pathway.
     learning_rate : float or brian2 rate quantity, default 1.0
-        ``eta`` of the forward weights and biases, in 1/second.
+        ``eta`` of the forward weights, in 1/second (the biases learn at ``bias_learning_rate``).
     learning_rate_scaling : {"fan_in", "none"}, default "fan_in"
         ``fan_in``: ``learning_rate`` (and the feedback learning rate) is a normalised rate; each synapse
-        learns at ``eta / n_pre`` with ``n_pre`` the number of inputs of the layer (biases too) (for the feedback
+        learns at ``eta / n_pre`` with ``n_pre`` the number of inputs of the layer (a bias, the synapse of
+        a constant input 1, has fan-in 1: it learns at ``bias_learning_rate``, never divided) (for the feedback
         weights Q_j and the local rule's P: the width of the hidden population they serve, the fan-in of
         the forward matrix they mirror, so Kolen-Pollack tracking holds with ``eta_fb = eta``; Oja's P: the
         size of its source population). The change of a neuron's summed input then does not grow with the width, so learning
@@ -230,7 +237,14 @@ class RateNetwork:
         (biases do not decay). With ``lambda_W`` equal to the feedback ``weight_decay`` and equal rates,
         Kolen-Pollack makes ``Q - P^T W`` decay to zero (Akrout et al. 2019).
     learn_biases : bool, default True
-        Whether the biases (thresholds) learn (``db_l/dt = eta_l t_l``) or stay at their initial value 0.
+        Whether the biases (thresholds) learn (``db_l/dt = eta_b t_l``) or stay at their initial value 0.
+    bias_learning_rate : float or brian2 rate quantity, optional
+        ``eta_b`` of the biases, in 1/second, under either ``learning_rate_scaling``: a bias has fan-in 1, so
+        it is never divided by a width, and widening a layer does not change how fast its biases (or its
+        neurons' currents) move. Default: ``learning_rate / 100`` (:data:`BIAS_LEARNING_RATE_FRACTION`). A
+        bias sums the teaching signal of every stimulus, so in online learning it must be slow next to the
+        weights: at ``eta_b = learning_rate`` the output biases follow the last few targets (measured in
+        ``docs/rate.md``: online MNIST 0.700 instead of 0.827 after one epoch of ``rate_mnist``).
     tau_error : float or brian2 time quantity, default 0.005
         Time constant of the output error population (seconds).
     seed : int, default 0
@@ -260,6 +274,7 @@ class RateNetwork:
         learning_rate_scaling: str = "fan_in",
         weight_decay: float = 0.0,
         learn_biases: bool = True,
+        bias_learning_rate: float | None = None,
         tau_error: float = 0.005,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
@@ -299,6 +314,8 @@ class RateNetwork:
         if not isinstance(learn_biases, bool):
             raise ValueError(f"learn_biases must be True or False, got {learn_biases!r}")
         self.learn_biases = learn_biases
+        self.bias_learning_rate = (None if bias_learning_rate is None
+                                   else to_si("bias_learning_rate", bias_learning_rate, "1/second", allow_zero=True))
         self.learning_rate_scaling = check_choice("learning_rate_scaling", learning_rate_scaling,
                                                   LEARNING_RATE_SCALINGS)
         self.tau_error = to_si("tau_error", tau_error, "second")
@@ -403,8 +420,10 @@ class RateNetwork:
     def synaptic_learning_rates(self) -> dict[str, float]:
         """Per-synapse learning rate (1/second) of every plastic weight (and bias); both backends use these.
 
-        Forward ``W_l`` and biases ``b_l``: ``eta / n_{l-1}`` with ``learning_rate_scaling="fan_in"``, else
-        ``eta`` (biases absent with ``learn_biases=False``).
+        Forward ``W_l``: ``eta / n_{l-1}`` with ``learning_rate_scaling="fan_in"``, else ``eta``. Biases
+        ``b_l``: ``bias_learning_rate`` (default ``eta / 100``) with either scaling (a bias is a synapse from a
+        constant input 1, fan-in 1; dividing it by ``n_{l-1}`` would slow the biases of a wider layer down and
+        break the width invariance); absent with ``learn_biases=False``.
         ``Q_j`` (Kolen-Pollack, local, Oja) and ``P`` of the local rule: ``eta_fb / n`` with ``n`` the width of
         the hidden population(s) served (summed over targets for a direct local ``P``); Oja's ``P``:
         ``eta_fb / n_src`` (its own fan-in, the size of the population sending the teaching signal). With
@@ -416,7 +435,8 @@ class RateNetwork:
             rate = self.learning_rate / pre.size if fan else self.learning_rate
             rates[f"W_{post.name}"] = rate
             if self.learn_biases:
-                rates[f"b_{post.name}"] = rate  # the bias learns like one more synapse of the layer
+                # a bias is a synapse from a constant input 1: its fan-in is 1 under either scaling
+                rates[f"b_{post.name}"] = self.effective_bias_learning_rate
         fb = self.feedback
         for g in self.feedback_groups:
             if fb.learning in ("kolen_pollack", "local", "oja"):
@@ -429,6 +449,14 @@ class RateNetwork:
                 n = self.size_of(g.source)
                 rates[g.p_name] = fb.learning_rate / n if fan else fb.learning_rate
         return rates
+
+    @property
+    def effective_bias_learning_rate(self) -> float:
+        """``eta_b`` of the biases (1/second): ``bias_learning_rate``, or ``learning_rate / 100`` when it is
+        None (:data:`BIAS_LEARNING_RATE_FRACTION`)."""
+        if self.bias_learning_rate is None:
+            return self.learning_rate * BIAS_LEARNING_RATE_FRACTION
+        return self.bias_learning_rate
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self._weights.items()}
@@ -470,8 +498,39 @@ class RateNetwork:
         new._weights = {k: v.clone() for k, v in self._weights.items()}
         return new
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> RateNetwork:
-        """A copy on another device and/or dtype."""
+    def to(self, *args: Any, **kwargs: Any) -> RateNetwork:
+        """A copy of the network on another device and/or with another floating dtype.
+
+        Accepts the arguments of ``torch.nn.Module.to``: ``net.to(torch.float64)``, ``net.to("cuda")``,
+        ``net.to("cuda", torch.float64)``, ``net.to(device=..., dtype=...)``, or ``net.to(tensor)`` (the
+        tensor's device and dtype); ``non_blocking`` is accepted and has no effect. Unlike ``nn.Module.to``
+        it returns a new network (weights copied) and leaves this one unchanged, like ``torch.Tensor.to``.
+
+        Returns
+        -------
+        RateNetwork
+            The copy; its torch simulation runs on ``device`` in ``dtype`` (brian2 always runs in float64).
+
+        Raises
+        ------
+        TypeError
+            Arguments ``nn.Module.to`` does not accept (the message says what to pass).
+        ValueError
+            A dtype that is not a real floating-point dtype (e.g. ``torch.int64``, ``torch.complex64``).
+        """
+        try:
+            bad = [a for a in args if isinstance(a, bool) or not isinstance(a, (str, int, torch.device, torch.dtype,
+                                                                                 torch.Tensor))]
+            if bad:  # torch's parser reads e.g. a float as a dtype
+                raise TypeError(f"unexpected positional argument(s) {bad!r}")
+            device, dtype, _non_blocking, _memory_format = torch._C._nn._parse_to(*args, **kwargs)
+        except (TypeError, RuntimeError) as exc:
+            raise TypeError(
+                "RateNetwork.to accepts what torch.nn.Module.to accepts: net.to(dtype), net.to(device), "
+                "net.to(device, dtype), net.to(tensor), or net.to(device=..., dtype=...); got "
+                f"args={args!r}, kwargs={kwargs!r} ({str(exc).splitlines()[0]})") from None
+        if dtype is not None and (not dtype.is_floating_point or dtype.is_complex):
+            raise ValueError(f"dtype must be a real floating-point torch dtype (e.g. torch.float64), got {dtype}")
         new = self.copy()
         new.device = torch.device(device) if device is not None else self.device
         new.dtype = dtype if dtype is not None else self.dtype
@@ -489,6 +548,7 @@ class RateNetwork:
             "learning_rate_scaling": self.learning_rate_scaling,
             "weight_decay": self.weight_decay,
             "learn_biases": self.learn_biases,
+            "bias_learning_rate": self.bias_learning_rate,
             "tau_error": self.tau_error,
             "seed": self.seed,
             "dtype": str(self.dtype).replace("torch.", ""),
@@ -508,7 +568,7 @@ class RateNetwork:
         return cls(pops, fb, learning_rate=cfg.get("learning_rate", 1.0),
                    learning_rate_scaling=cfg.get("learning_rate_scaling", "fan_in"),
                    weight_decay=cfg.get("weight_decay", 0.0), learn_biases=cfg.get("learn_biases", True),
-                   tau_error=cfg.get("tau_error", 0.005),
+                   bias_learning_rate=cfg.get("bias_learning_rate"), tau_error=cfg.get("tau_error", 0.005),
                    seed=cfg.get("seed", 0), dtype=dtype, device=cfg.get("device", "cpu"))
 
     @classmethod
@@ -564,13 +624,14 @@ class RateNetwork:
             raise ValueError(f"unknown [feedback] keys {sorted(set(fb) - allowed_fb)}; allowed: {sorted(allowed_fb)}")
         allowed = {"name", "architecture", "description", "training", "feedback", "sizes", "activation",
                    "output_activation", "tau", "tau_error", "learning_rate", "learning_rate_scaling", "seed",
-                   "dtype", "weight_decay", "learn_biases"}
+                   "dtype", "weight_decay", "learn_biases", "bias_learning_rate"}
         if set(s) - allowed:
             raise ValueError(f"unknown rate-network spec keys {sorted(set(s) - allowed)}; allowed: {sorted(allowed)}")
         if "sizes" not in s:
             raise ValueError(f"rate-network spec {s.get('name')!r} has no 'sizes'")
         kw: dict[str, Any] = {k: s[k] for k in ("activation", "output_activation", "tau", "tau_error",
-                                               "learning_rate", "learning_rate_scaling", "weight_decay", "learn_biases", "seed")
+                                               "learning_rate", "learning_rate_scaling", "weight_decay", "learn_biases",
+                                               "bias_learning_rate", "seed")
                               if k in s}
         if "dtype" in s:
             check_choice("dtype", s["dtype"], ("float32", "float64"))

@@ -73,12 +73,17 @@ def _scaled_learning_rates(net: RateNetwork, scale: float) -> Iterator[None]:
         yield
         return
     eta, fb = net.learning_rate, net.feedback
+    eta_b = getattr(net, "bias_learning_rate", None)
     net.learning_rate = eta * scale
     net.feedback = dataclasses.replace(fb, learning_rate=fb.learning_rate * scale)
+    if eta_b is not None:
+        net.bias_learning_rate = eta_b * scale
     try:
         yield
     finally:
         net.learning_rate, net.feedback = eta, fb
+        if eta_b is not None:
+            net.bias_learning_rate = eta_b
 
 
 def evaluate(net: RateNetwork, stimuli: Any, labels: Any, *, presentation: float = 0.05, dt: float = 0.001,

@@ -3,7 +3,7 @@ compute budget, each with a numeric criterion fixed before running, a verdict an
 
 >>> import bioplastic
 >>> ds = bioplastic.reproduce(budget="smoke", out="repro", claims=["linear_fixed_stalls"])  # doctest: +SKIP
->>> ds[["verdict", "mean", "sd", "n"]].to_dataframe()                                     # doctest: +SKIP
+>>> ds[["verdict", "seed_mean", "sd", "n"]].to_dataframe()                                     # doctest: +SKIP
 
 Modules: :mod:`~bioplastic.reproduction.verdict` (criteria and the verdict logic), :mod:`~bioplastic.reproduction.claims`
 (the claim registry), :mod:`~bioplastic.reproduction.experiments` (what runs, per budget),

@@ -6,7 +6,7 @@ that reads it (e.g. one MNIST comparison answers two claims). Each runner uses t
 and the functions of the analysis scripts in ``analyses/`` (loaded from the repository checkout; a claim that
 needs one is reported ``not run`` where the folder is absent, e.g. in an installed wheel).
 
-Budgets: ``smoke`` (tiny sizes, tests the plumbing in about a minute; its numbers mean nothing), ``cpu`` (what 2
+Budgets: ``smoke`` (tiny sizes, tests the plumbing in a few minutes of CPU time; its numbers mean nothing), ``cpu`` (what 2
 CPU cores can do in a few hours; at least 3 seeds where a run takes under 10 minutes), ``gpu`` (the paper's
 recipes where the package has them).
 """
@@ -321,16 +321,51 @@ MNIST_MLP = Experiment(
 
 # ------------------------------------------------------------------------------------ task dimensionality
 def _run_task_dimensionality(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
-    raise NotAvailable("needs the task-dimensionality experiment of issue 12 (CIFAR subsets of K classes, "
-                       "network widths), which this version of bioplastic does not have yet")
+    """:func:`bioplastic.training.task_dimensionality.run_task_dimensionality` (issue 12) into ``ctx.out``."""
+    try:
+        from bioplastic.training.task_dimensionality import run_task_dimensionality
+    except ImportError:
+        raise NotAvailable("needs the task-dimensionality experiment of issue 12 "
+                           "(bioplastic.training.task_dimensionality), which this version of bioplastic does not "
+                           "have") from None
+    device = "cuda" if ctx.device == "auto" and _cuda() else ("cpu" if ctx.device == "auto" else ctx.device)
+    return run_task_dimensionality(ctx.out, budget=s["budget"], dataset=s["dataset"], seeds=s["seeds"],
+                                   device=device, progress=ctx.progress, figure=False,
+                                   data_path=ctx.cifar10 if s["dataset"] == "cifar10" else None)
+
+
+def _plot_task_dimensionality(ds: xr.Dataset, path: Path) -> None:
+    from bioplastic.training.task_dimensionality import plot_task_dimensionality
+
+    plot_task_dimensionality(ds, path)
+
+
+def _task_dimensionality_table(ds: xr.Dataset) -> list[dict]:
+    rows = []
+    base = int(ds.attrs.get("base_width", ds["width"].values[-1]))
+    for mode in ds["mode"].values:
+        for k in ds["K"].values:
+            for w in ds["width"].values:
+                r = ds["r_star_per_seed"].sel(mode=mode, K=k, width=w).values
+                if np.isnan(r).all():
+                    continue
+                rows.append({"condition": f"ldfa_{mode} K={int(k)} width={int(w)}" + (" (base)" if w == base else ""),
+                             "r* (seed mean)": float(np.mean(r)),
+                             "r* per seed": ", ".join(f"{x:g}" for x in r), "n": int(r.size)})
+    return rows
 
 
 TASK_DIMENSIONALITY = Experiment(
     name="task_dimensionality",
-    description="the rank LDFA needs to reach BP as a function of the number of classes K and of the width "
-                "(issue 12)",
-    settings={"smoke": {"seeds": [0]}, "cpu": {"seeds": [0, 1, 2]}, "gpu": {"seeds": [0, 1, 2]}},
-    run=_run_task_dimensionality)
+    description="the minimal feedback rank r* at which adaptive LDFA reaches BP (criterion of "
+                "bioplastic.training.task_dimensionality, issue 12) against the number of classes K and the "
+                "width, and BP on a network narrowed to width r, on the random-teacher task",
+    settings={
+        "smoke": {"seeds": [0, 1], "budget": "smoke", "dataset": "teacher"},
+        "cpu": {"seeds": [0, 1, 2], "budget": "cpu", "dataset": "teacher"},
+        "gpu": {"seeds": [0, 1, 2, 3, 4], "budget": "paper", "dataset": "teacher"},
+    },
+    run=_run_task_dimensionality, plot=_plot_task_dimensionality, table=_task_dimensionality_table)
 
 
 # -------------------------------------------------------------------------------------------- CNN CIFAR-10
@@ -499,7 +534,9 @@ def _run_rsa_it(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
     for key in ("epochs", "max_train"):
         if key in s:
             argv += [f"--{key.replace('_', '-')}", str(s[key])]
-    mod.main(argv)
+    status = mod.main(argv)
+    if status:
+        raise RuntimeError(f"analyses/rsa_it.py {' '.join(argv)} exited with status {status}")
     return io.load(ctx.out / "rsa_it.nc")
 
 

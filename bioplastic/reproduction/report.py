@@ -40,7 +40,11 @@ def _measured(ds: xr.Dataset, i: int) -> str:
     n = int(ds["n"].values[i])
     if n == 0:
         return "–"
-    mean, sd = float(ds["mean"].values[i]), float(ds["sd"].values[i])
+    mean, sd = float(ds["seed_mean"].values[i]), float(ds["sd"].values[i])
+    from bioplastic.reproduction.claims import CLAIMS
+
+    if any(c.id == str(ds["claim"].values[i]) and c.deterministic for c in CLAIMS):
+        return f"{_fmt(mean)} (seed-independent)"
     return f"{_fmt(mean)} ± {_fmt(sd)} (n={n})" if n > 1 else f"{_fmt(mean)} (n=1)"
 
 
@@ -82,7 +86,7 @@ def plot_claim(ds: xr.Dataset, claim_id: str, path: str | os.PathLike) -> Path |
     finite = np.isfinite(values)
     fig, ax = plt.subplots(figsize=(4.6, 1.9))
     ax.plot(values[finite], np.zeros(finite.sum()), "o", color="0.35", alpha=0.8, label="seeds")
-    mean, lo, hi = float(c["mean"]), float(c["ci_low"]), float(c["ci_high"])
+    mean, lo, hi = float(c["seed_mean"]), float(c["ci_low"]), float(c["ci_high"])
     if math.isfinite(lo) and math.isfinite(hi):
         ax.errorbar([mean], [0.3], xerr=[[mean - lo], [hi - mean]], fmt="s", color="k", capsize=4,
                     label="mean, 95 % interval")
@@ -171,7 +175,7 @@ def write_html(ds: xr.Dataset, out: str | os.PathLike) -> Path:
              f"<h1>Reproduction of Hanut &amp; Kadmon (2025, arXiv:2502.20580), budget <code>{e(str(ds.attrs.get('budget')))}</code></h1>",
              "<p>" + "; ".join(f"{e(k)}: {e(v)}" for k, v in prov.items()) + "</p>",
              f"<p><b>{e(_SMOKE_NOTE)}</b></p>" if ds.attrs.get("budget") == "smoke" else "",
-             "<p>Verdicts follow from each claim's criterion (fixed in <code>bioplastic/reproduce/claims.py</code> "
+             "<p>Verdicts follow from each claim's criterion (fixed in <code>bioplastic/reproduction/claims.py</code> "
              "before running) and the measured numbers only: <b>reproduced</b> where the 95 % confidence interval "
              "of the seed mean lies on the criterion's side of the threshold, <b>not reproduced</b> where it lies "
              "on the other side (or a run diverged), <b>partly</b> where it contains the threshold or only one seed "
@@ -257,7 +261,7 @@ def write_markdown(ds: xr.Dataset, out: str | os.PathLike, path: str | os.PathLi
     if ds.attrs.get("budget") == "smoke":
         lines += [f"**{_SMOKE_NOTE}**", ""]
     lines += ["- " + "; ".join(f"{k}: {v}" for k, v in prov.items()), "",
-              "Verdicts follow from each claim's criterion (fixed in `bioplastic/reproduce/claims.py` before running) "
+              "Verdicts follow from each claim's criterion (fixed in `bioplastic/reproduction/claims.py` before running) "
               "and the measured numbers only; see `docs/reproduce.md`.", "",
               "| claim | verdict | measured (mean ± s.d., n seeds) | published | criterion |", "|---|---|---|---|---|"]
     lines += ["| " + " | ".join([f"[{r[0]}](#{r[0]})"] + r[1:]) + " |" for r in _summary_rows(ds)]
@@ -278,10 +282,13 @@ def write_markdown(ds: xr.Dataset, out: str | os.PathLike, path: str | os.PathLi
             lines += ["| " + " | ".join(_cell(r.get(k, "")) for k in keys) + " |" for r in s["rows"]]
             lines.append("")
         if s["experiment_figure"] is not None:
-            target = figures / f"{s['id']}-experiment.png"
-            shutil.copyfile(s["experiment_figure"], target)
+            target = figures / f"experiment-{s['experiment_figure'].parent.name}.png"  # one file per experiment
+            if not target.exists() or target.read_bytes() != s["experiment_figure"].read_bytes():
+                shutil.copyfile(s["experiment_figure"], target)
             lines += [f"![experiment of {s['id']}]({rel(target)})", ""]
-        lines += ["Rerun alone:", "", "```bash", str(ds["command"].values[i]), "```"]
+        # the marker keeps tests/docs/test_snippets.py from rerunning a long claim
+        lines += ["Rerun alone:", "", f"<!-- docs-test: skip: reruns a {ds.attrs.get('budget')}-budget claim -->",
+                  "```bash", str(ds["command"].values[i]), "```"]
     text = "\n".join(lines) + "\n"
     io.atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path

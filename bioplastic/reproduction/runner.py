@@ -158,7 +158,7 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
     Parameters
     ----------
     budget : {"smoke", "cpu", "gpu"}
-        ``smoke``: tiny sizes that test the plumbing in about a minute (its verdicts mean nothing); ``cpu``:
+        ``smoke``: tiny sizes that test the plumbing (minutes; its verdicts mean nothing); ``cpu``:
         what 2 CPU cores do in a few hours; ``gpu``: the paper's recipes where the package has them.
     out : path-like
         Output folder: ``claims.nc``, ``report.html``, ``claims/``, ``experiments/``, ``figures/``.
@@ -181,9 +181,10 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
     -------
     xarray.Dataset
         Dim ``claim`` (string ids); variables ``statement``, ``quantity``, ``criterion``, ``published``,
-        ``published_source``, ``mean``, ``sd`` (ddof 1), ``n`` (seeds), ``ci_low`` / ``ci_high`` (95 % interval
-        of the mean), ``budget``, ``verdict``, ``reason``, ``command``; dims ``claim`` x ``seed`` ``value``
-        (the per-seed measurements, NaN where absent). Saved as ``out/claims.nc``.
+        ``published_source``, ``seed_mean`` (the mean over seeds; not ``mean``, which is ``Dataset.mean``),
+        ``sd`` (ddof 1), ``n`` (seeds), ``ci_low`` / ``ci_high`` (95 % interval of the mean), ``budget``,
+        ``verdict``, ``reason``, ``command``; dims ``claim`` x ``seed`` ``value`` (the per-seed measurements,
+        NaN where absent). Saved as ``out/claims.nc``.
 
     Raises
     ------
@@ -242,21 +243,25 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
         if missing:
             row["reason"] = f"not run: {missing}"
             continue
-        try:
-            if exp.name not in results and exp.name not in failures:
+        if exp.name not in results and exp.name not in failures:
+            try:
                 results[exp.name] = _experiment_result(exp, ctx, settings)
-            if exp.name in failures:
-                row["reason"] = failures[exp.name]
-                continue
+            except NotAvailable as exc:
+                failures[exp.name] = f"not run: {exc}"
+            except Exception as exc:  # one failing experiment must not stop the others; the report says why
+                log.exception("experiment %s failed", exp.name)
+                failures[exp.name] = f"not run: experiment {exp.name} failed: {type(exc).__name__}: {exc}"
+        if exp.name in failures:
+            row["reason"] = failures[exp.name]
+            continue
+        try:
             values, seed_arr = _measured_to_array(claim.measure(results[exp.name], ctx), settings)
         except NotAvailable as exc:
-            failures.setdefault(exp.name, f"not run: {exc}")
             row["reason"] = f"not run: {exc}"
             continue
-        except Exception as exc:  # one failing experiment must not stop the others; the report says why
-            log.exception("%s: experiment %s failed", claim.id, exp.name)
-            failures.setdefault(exp.name, f"not run: experiment {exp.name} failed: {type(exc).__name__}: {exc}")
-            row["reason"] = failures[exp.name]
+        except Exception as exc:  # a claim whose measure fails does not take its experiment's other claims along
+            log.exception("measuring %s failed", claim.id)
+            row["reason"] = f"not run: measuring {claim.id} failed: {type(exc).__name__}: {exc}"
             continue
         row["values"], row["seeds"] = values, seed_arr
         saved = xr.Dataset({"value": (("seed",), values)}, coords={"seed": seed_arr},
@@ -315,7 +320,7 @@ def _assemble(rows: list[dict], budget: str, out: Path, seeds: list[int] | None,
     n_claims = len(rows)
     value = np.full((n_claims, len(all_seeds)), np.nan)
     fields: dict[str, list] = {k: [] for k in ("statement", "quantity", "criterion", "published", "published_source",
-                                               "mean", "sd", "n", "ci_low", "ci_high", "budget", "verdict", "reason",
+                                               "seed_mean", "sd", "n", "ci_low", "ci_high", "budget", "verdict", "reason",
                                                "command", "experiment")}
     for i, r in enumerate(rows):
         claim: Claim = r["claim"]
@@ -339,7 +344,7 @@ def _assemble(rows: list[dict], budget: str, out: Path, seeds: list[int] | None,
         fields["criterion"].append(claim.criterion.describe(claim.quantity))
         fields["published"].append(float(claim.published))
         fields["published_source"].append(claim.published_source)
-        fields["mean"].append(mean)
+        fields["seed_mean"].append(mean)
         fields["sd"].append(sd)
         fields["n"].append(n)
         fields["ci_low"].append(lo)
@@ -351,7 +356,7 @@ def _assemble(rows: list[dict], budget: str, out: Path, seeds: list[int] | None,
         fields["experiment"].append(claim.experiment)
     data = {}
     for k, v in fields.items():
-        if k in ("published", "mean", "sd", "ci_low", "ci_high"):
+        if k in ("published", "seed_mean", "sd", "ci_low", "ci_high"):
             data[k] = (("claim",), np.asarray(v, dtype=float))
         elif k == "n":
             data[k] = (("claim",), np.asarray(v, dtype=np.int64))

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import numbers
 import os
 import re
 import shutil
@@ -215,7 +216,10 @@ def compare(
     ``out/results.nc`` is rewritten after every run, so an interrupted comparison (Ctrl-C, crash) keeps
     its finished runs in a valid file. Calling ``compare`` again with the same arguments and ``out``
     skips the finished runs, continues an unfinished one from its last per-epoch checkpoint, and gives a
-    file equal to an uninterrupted run's, except the machine-dependent ``wall_time``.
+    file equal to an uninterrupted run's, except the machine-dependent ``wall_time``. Every file is written
+    atomically, so this holds even after SIGKILL. A finished run whose loss became non-finite has status
+    ``"diverged"``, one whose final test accuracy is at chance level ``"at_chance"``
+    (:func:`~bioplastic.training.results.chance_threshold`).
 
     Parameters
     ----------
@@ -313,6 +317,13 @@ warmup_epochs, amp, compile : optional
         model option (the message lists the spec's keys) or dataset option (it lists the loader's).
     FileNotFoundError
         A missing data file (the message names it).
+    bioplastic.io.FolderInUseError
+        Another process (another ``compare``) is writing to ``out`` now: the message names the folder and
+        that process's pid. ``compare`` holds a lock on ``out`` (:func:`bioplastic.io.lock_folder`) until it
+        returns; the operating system releases it when the process ends, also after SIGKILL.
+    bioplastic.io.WriteError
+        A file could not be written (no space left, quota): one line naming the file; no partial file is
+        left, finished runs are kept, and the same call resumes once there is space.
     KeyboardInterrupt
         Re-raised after the finished runs are saved.
 
@@ -521,6 +532,9 @@ warmup_epochs, amp, compile : optional
                             f"({_diff(ds.attrs.get('requested_config'), wanted)}); use another out folder or "
                             f"delete that file to retrain the run")
                     finished[run] = ds
+                    stale = out_dir / "checkpoints" / run.id
+                    if writer and stale.exists():  # killed between saving the run and removing its checkpoint
+                        shutil.rmtree(stale)
             _check_results_superset(out_dir / _results.RESULTS_FILE, {r.id for r in runs})  # refuse before "resuming"
             if finished:
                 log.info("resuming in %s: %d of %d run%s already finished", out_dir, len(finished), len(runs),
@@ -581,8 +595,8 @@ warmup_epochs, amp, compile : optional
                                 100 * chance[1], 100 * chance[0], _results.CHANCE_STANDARD_ERRORS)
                 if writer:
                     if keep_models:
-                        _atomic_torch_save(_model_record(result, run, configs[run], data.input_shape),
-                                           out_dir / "models" / f"{run.id}.pt")
+                        _atomic_torch_save({**_model_record(result, run, configs[run], data.input_shape),
+                                            "status": status}, out_dir / "models" / f"{run.id}.pt")
                     io.save(ds, out_dir / "runs" / f"{run.id}.nc")
                     if ckpt is not None and ckpt.exists():
                         shutil.rmtree(ckpt)
@@ -621,9 +635,9 @@ def _check_classes_request(classes: Any) -> int | list[int] | None:
         except ValueError:
             raise ValueError(f"classes: cannot read {classes!r} as a number of classes K or a list "
                              f"like '3,7,9'") from None
-    if isinstance(classes, bool) or isinstance(classes, float):
+    if isinstance(classes, (bool, float)):
         raise ValueError(f"classes must be an int K >= 2 or a list of >= 2 class indices, got {classes!r}")
-    if isinstance(classes, int):
+    if isinstance(classes, numbers.Integral):
         if classes < 2:
             raise ValueError(f"classes={classes}: a classification task needs at least 2 classes (K >= 2)")
         return int(classes)

@@ -141,7 +141,8 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
                 alpha = 0.35 + 0.65 * (k + 1) / len(true_ranks)
                 ax.plot(epochs, mean, color=colours[lab], lw=1.5, alpha=alpha, marker=".",
                         label=display_name(lab, rank_text(r)))
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"(a) test accuracy per epoch\n(mean over {_seed_text(n_seeds)})")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)",
+           title=f"(a) test accuracy per epoch\n(mean over {_seed_text(n_seeds)})")
     # integer epochs; min_n_ticks=1 keeps them integer when the axis spans a single epoch
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if len(epochs) == 1:

@@ -22,10 +22,12 @@ Public entry points: :func:`run_task_dimensionality` (the whole experiment, one 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -282,18 +284,59 @@ def minimal_sufficient_rank(accuracy: xr.DataArray, reference: xr.DataArray, *,
     return out
 
 
-class _quiet:
+@contextlib.contextmanager
+def _quiet():
     """Silence numpy's "mean of empty slice" warnings (all-NaN slices are expected: runs not made)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        yield
 
-    def __exit__(self, *exc):
-        self._ctx.__exit__(*exc)
+
+def summarize(ds: xr.Dataset, mode: str = "normative") -> dict[str, float]:
+    """The experiment's headline numbers, for reports (e.g. ``bioplastic reproduce``).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The result of :func:`run_task_dimensionality`.
+    mode : str
+        LDFA feedback-learning mode (a value of ``ds["mode"]``).
+
+    Returns
+    -------
+    dict
+        ``r_star_slope``: least-squares slope of r* against K at the base width (K with a finite r* only;
+        NaN with fewer than 2); ``r_star_loglog_slope``: the same in log2-log2 (1: r* proportional to K);
+        ``r_star_width_ratio``: largest over smallest finite r* across widths at ``width_task_dim`` (1: flat;
+        NaN when fewer than 2 are finite); ``narrow_gap_pp``: mean over the ranks r run in both of LDFA
+        (``mode``, base width, rank r) minus BP at hidden width r, at ``width_task_dim``, in percentage points
+        (seed means); ``n_seeds``.
+
+    Raises
+    ------
+    ValueError
+        ``mode`` not in the Dataset (the message lists its modes).
+    """
+    check_choice("mode", mode, tuple(str(m) for m in ds["mode"].values))
+    base_w = int(ds.attrs["base_width"])
+    kw = int(ds.attrs["width_task_dim"])
+    rs = ds["r_star"].sel(mode=mode, width=base_w)
+    ks = np.asarray(ds["K"].values, dtype=float)
+    y = np.asarray(rs.values, dtype=float)
+    ok = np.isfinite(y)
+    slope = loglog = np.nan
+    if ok.sum() >= 2:
+        slope = float(np.polyfit(ks[ok], y[ok], 1)[0])
+        loglog = float(np.polyfit(np.log2(ks[ok]), np.log2(y[ok]), 1)[0])
+    rw = np.asarray(ds["r_star"].sel(mode=mode, K=kw).values, dtype=float)
+    rw = rw[np.isfinite(rw)]
+    ratio = float(rw.max() / rw.min()) if rw.size >= 2 else np.nan
+    with _quiet():
+        ldfa = ds["accuracy"].sel(mode=mode, K=kw, width=base_w).mean("seed")
+        narrow = ds["narrow_bp_accuracy"].sel(K=kw).mean("seed")
+        gap = float(np.nanmean(100 * (ldfa - narrow).values))
+    return {"r_star_slope": slope, "r_star_loglog_slope": loglog, "r_star_width_ratio": ratio,
+            "narrow_gap_pp": gap, "n_seeds": int(ds.sizes["seed"])}
 
 
 # ----------------------------------------------------------------------------------------------- runs
@@ -369,7 +412,7 @@ def run_task_dimensionality(out: str | os.PathLike, budget: Budget = "cpu", data
     seeds : sequence of int, optional
         Seeds of every run (default: the budget's).
     threads : int, optional
-        ``torch.set_num_threads`` for the whole experiment (e.g. 1 on a shared machine).
+        ``torch.set_num_threads`` during the experiment (e.g. 1 on a shared machine); restored afterwards.
     data_path : path-like, optional
         CIFAR-10 files (see :func:`bioplastic.compare`).
     device : str
@@ -399,9 +442,6 @@ def run_task_dimensionality(out: str | os.PathLike, budget: Budget = "cpu", data
     """
     import torch
 
-    from bioplastic import io
-    from bioplastic.training.compare import compare
-
     plan = check_budget(budget, dataset)
     if seeds is not None:
         from bioplastic.training.compare import _int, _split_list
@@ -413,10 +453,24 @@ def run_task_dimensionality(out: str | os.PathLike, budget: Budget = "cpu", data
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-        torch.set_num_threads(threads)
     if not (np.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
-    out = Path(out)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(Path(out), plan, budget, dataset, data_path=data_path, device=device, tolerance=tolerance,
+                    progress=progress, figure=figure)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(out: Path, plan: TaskDimensionalityBudget, budget: str, dataset: str, *, data_path: Any, device: str,
+         tolerance: float, progress: bool, figure: bool) -> xr.Dataset:
+    """The body of :func:`run_task_dimensionality` (arguments validated)."""
+    from bioplastic import io
+    from bioplastic.training.compare import compare
+
     seeds = list(plan.seeds)
     common = dict(seeds=seeds, epochs=plan.epochs, dataset=dataset, device=device, alignment=False,
                   keep_models=False, figure=False, progress=progress, data_path=data_path)
@@ -565,7 +619,7 @@ def plot_task_dimensionality(ds: xr.Dataset, path: str | os.PathLike | None = No
     ax.set_title(f"accuracy vs rank (width {base_w}); thin lines: BP;\n- normative, -- local, : fixed")
     ax.legend(fontsize=7)
 
-    def r_star_plot(ax, x, sel, xlabel, title, diagonal):
+    def r_star_plot(ax, x, sel, xlabel, title, diagonal, hline=None):
         for j, mode in enumerate(ds["mode"].values):
             rs = ds.r_star.sel(mode=mode, **sel)
             lo, hi = ds.r_star_low.sel(mode=mode, **sel), ds.r_star_high.sel(mode=mode, **sel)
@@ -579,6 +633,8 @@ def plot_task_dimensionality(ds: xr.Dataset, path: str | os.PathLike | None = No
                         label=str(mode))
         if diagonal:
             ax.plot(x, x, color="k", lw=0.8, label="r = K")
+        if hline is not None:
+            ax.axhline(hline, color="k", lw=0.8, label=f"r = K = {hline}")
         ax.axhline(2 * float(ds["rank"].max()), color="grey", lw=0.5, ls="--")
         ax.text(x[0], 2 * float(ds["rank"].max()) * 1.05, "not reached", fontsize=7, color="grey")
         ax.set_xscale("log", base=2)
@@ -591,8 +647,7 @@ def plot_task_dimensionality(ds: xr.Dataset, path: str | os.PathLike | None = No
     r_star_plot(axes[0, 1], ks, {"K": ks, "width": base_w}, "task dimensionality K",
                 f"r*(K), width {base_w}; bars: 16-84% seed bootstrap", True)
     ws = [int(w) for w in ds["width"].values if np.isfinite(ds.bp_accuracy.sel(K=kw, width=w)).any()]
-    r_star_plot(axes[0, 2], ws, {"K": kw, "width": ws}, "network width", f"r*(width), K = {kw}", False)
-    axes[0, 2].axhline(kw, color="k", lw=0.8, label=f"r = K = {kw}")
+    r_star_plot(axes[0, 2], ws, {"K": kw, "width": ws}, "network width", f"r*(width), K = {kw}", False, hline=kw)
 
     ax = axes[1, 0]
     nb = ds.narrow_bp_accuracy.sel(K=kw)
@@ -720,6 +775,6 @@ def accuracy_table(ds: xr.Dataset) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["run_task_dimensionality", "minimal_sufficient_rank", "plot_task_dimensionality", "summary_table",
+__all__ = ["run_task_dimensionality", "minimal_sufficient_rank", "summarize", "plot_task_dimensionality", "summary_table",
            "accuracy_table", "check_budget", "BUDGETS", "TaskDimensionalityBudget", "R_STAR_CRITERION",
            "DEFAULT_TOLERANCE", "RESULTS_FILE", "FIGURE_FILE"]

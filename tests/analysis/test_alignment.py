@@ -72,6 +72,11 @@ def test_noise_ceiling_refuses_subjects_with_different_stimuli():
         A.noise_ceiling(rdms)
 
 
+def test_rdm_stack_of_different_sized_labelled_sets_names_the_stimuli():
+    with pytest.raises(ValueError, match=r"missing from RDM 1: \['img11'\]"):
+        A.rdm_stack([A.rdm(_responses(0)), A.rdm(_responses(1, labels=LABELS[:-1]))], "layer")
+
+
 def test_an_rdm_whose_rows_and_columns_differ_is_refused():
     a = A.rdm(_responses(0))
     perm = _perm()

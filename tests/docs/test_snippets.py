@@ -1,8 +1,8 @@
 """Every code snippet of README.md and docs/*.md runs as written.
 
-Fenced blocks marked ``python`` or ``bash`` are executed, each on its own (a fresh interpreter or shell, so
-every snippet must be complete: a reader can paste any one of them), in a scratch folder laid out like a
-checkout: ``analyses/``, ``benchmarks/``, ``models/`` and ``notebooks/`` link to the repository's, and
+Fenced blocks marked ``python`` or ``bash`` are executed, each on its own (a fresh namespace in this process,
+or a fresh shell, so every snippet must be complete: a reader can paste any one of them), in a scratch folder
+laid out like a checkout: ``analyses/``, ``benchmarks/``, ``models/`` and ``notebooks/`` link to the repository's, and
 ``../shared/data`` to the real data (``BIOPLASTIC_SHARED_DATA``). One torch thread; matplotlib's Agg backend.
 
 A marker on the line just above a block says how it is run (the default: in the fast tier)::
@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +105,7 @@ def scratch(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("snippet", list(_params()))
-def test_snippet_runs(snippet: Snippet, scratch: Path, tmp_path: Path):
+def test_snippet_runs(snippet: Snippet, scratch: Path, tmp_path: Path, monkeypatch):
     if snippet.mode == "skip":
         pytest.skip(snippet.reason)
     if "shared/data" in snippet.code or "BIOPLASTIC_SHARED_DATA" in snippet.code:
@@ -114,12 +117,57 @@ def test_snippet_runs(snippet: Snippet, scratch: Path, tmp_path: Path):
         (cwd / name).symlink_to(REPO / name, target_is_directory=True)
     script = tmp_path / ("snippet.py" if snippet.language == "python" else "snippet.sh")
     script.write_text(snippet.code)
-    command = [sys.executable, str(script)] if snippet.language == "python" else ["bash", "-euo", "pipefail", str(script)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
-               BIOPLASTIC_SHARED_DATA=str(SHARED_DATA),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT[snippet.mode])
-    assert done.returncode == 0, (
-        f"{snippet.id} ({snippet.language}) exited with {done.returncode}:\n{snippet.code}\n"
-        f"--- stdout (end)\n{done.stdout[-3000:]}\n--- stderr (end)\n{done.stderr[-3000:]}")
+    env = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg", BIOPLASTIC_SHARED_DATA=str(SHARED_DATA))
+    if snippet.language == "python":
+        # In this process (torch and bioplastic are imported once for all snippets), in a fresh namespace.
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(cwd)
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        except Exception as exc:
+            raise AssertionError(f"{snippet.id} raised {type(exc).__name__}: {exc}\n{snippet.code}") from exc
+        return
+    env = dict(os.environ, **env, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    code, stdout, stderr = run_shell(script, cwd, env, TIMEOUT[snippet.mode])
+    assert code == 0, (
+        f"{snippet.id} ({snippet.language}) exited with {code}:\n{snippet.code}\n"
+        f"--- stdout (end)\n{stdout[-3000:]}\n--- stderr (end)\n{stderr[-3000:]}")
+
+
+def run_shell(script: Path, cwd: Path, env: dict, timeout: float) -> tuple[int, str, str]:
+    """Run a bash script in its own process group; on a timeout (or Ctrl-C) kill the group, so that the
+    commands the shell started (a training run) stop too, then re-raise."""
+    shell = subprocess.Popen(["bash", "-euo", "pipefail", str(script)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = shell.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.communicate()
+        raise
+    return shell.returncode, stdout, stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a killed child not yet reaped is a zombie: not running
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_timed_out_snippet_leaves_no_process(tmp_path):
+    script = tmp_path / "snippet.sh"
+    pid_file = tmp_path / "pid"
+    script.write_text(f"{sys.executable} -c 'import os, time; open(\"{pid_file}\", \"w\").write(str(os.getpid())); "
+                      f"time.sleep(60)' > /dev/null 2>&1\n")  # no pipe held open: only the kill stops it
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_shell(script, tmp_path, dict(os.environ), timeout=3)
+    pid = int(pid_file.read_text())
+    for _ in range(50):
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(pid), "the command started by the timed-out snippet is still running"

@@ -90,7 +90,9 @@ def test_settled_weight_change_follows_explicit_autograd_ldfa(wiring, seed):
     rate = net.synaptic_learning_rates()["W_output"]  # eta / fan-in = 1e-3 / 7
     assert rate == pytest.approx(1e-3 / 7)
     torch.testing.assert_close(delta["W_output"], -rate * 0.1 * grads["W_output"], rtol=0.02, atol=1e-12)
-    torch.testing.assert_close(delta["b_output"], -rate * 0.1 * grads["b_output"], rtol=0.02, atol=1e-12)
+    rate_b = net.synaptic_learning_rates()["b_output"]  # a bias has fan-in 1: default eta / 100 (issue 15 case 4)
+    assert rate_b == pytest.approx(1e-3 / 100)
+    torch.testing.assert_close(delta["b_output"], -rate_b * 0.1 * grads["b_output"], rtol=0.02, atol=1e-12)
 
 
 @pytest.mark.parametrize("wiring", ["layerwise", "direct"])

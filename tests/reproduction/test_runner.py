@@ -40,6 +40,10 @@ def _x(ds, ctx):
     return ds["x"]
 
 
+def _bad_measure(ds, ctx):
+    return ds["no_such_variable"]
+
+
 @pytest.fixture
 def fake_registry(monkeypatch):
     """Replace the claim registry by five cheap claims on planted numbers."""
@@ -60,6 +64,7 @@ def fake_registry(monkeypatch):
         Claim("needs_cifar", "needs CIFAR-10", "x", Criterion("at_least", 1.0), "fake_cifar", _x),
         Claim("broken", "its experiment fails", "x", Criterion("at_least", 1.0), "fake_broken", _x),
         Claim("missing", "its experiment is not built", "x", Criterion("at_least", 1.0), "fake_missing", _x),
+        Claim("bad_measure", "its measure fails", "x", Criterion("at_least", 1.0), "fake", _bad_measure),
     )
     monkeypatch.setattr(claims_mod, "CLAIMS", registry)
     monkeypatch.setattr(runner, "CLAIMS", registry)
@@ -69,25 +74,27 @@ def fake_registry(monkeypatch):
 
 def test_claims_dataset_verdicts_and_reasons(fake_registry, tmp_path):
     ds = bioplastic.reproduce(budget="smoke", out=tmp_path)
-    assert list(ds["claim"].values) == ["above", "below", "needs_cifar", "broken", "missing"]
+    assert list(ds["claim"].values) == ["above", "below", "needs_cifar", "broken", "missing", "bad_measure"]
     assert ds["claim"].dtype.kind == "U"
     v = dict(zip(ds["claim"].values, ds["verdict"].values))
     assert v == {"above": "reproduced", "below": "not reproduced", "needs_cifar": "not run at this budget",
-                 "broken": "not run at this budget", "missing": "not run at this budget"}
+                 "broken": "not run at this budget", "missing": "not run at this budget",
+                 "bad_measure": "not run at this budget"}
+    assert "no_such_variable" in str(ds["reason"].sel(claim="bad_measure").values)
     reasons = dict(zip(ds["claim"].values, ds["reason"].values))
     assert "--data-path" in reasons["needs_cifar"]
     assert "planted failure" in reasons["broken"] and "planted: not built" in reasons["missing"]
     above = ds.sel(claim="above")
-    assert float(above["mean"]) == pytest.approx(2.1) and float(above["sd"]) == pytest.approx(0.1)
+    assert float(above["seed_mean"]) == pytest.approx(2.1) and float(above["sd"]) == pytest.approx(0.1)
     assert int(above["n"]) == 3 and float(above["published"]) == 2.5 and str(above["budget"].values) == "smoke"
     np.testing.assert_allclose(above["value"].sel(seed=[0, 1, 2]).values, [2.0, 2.1, 2.2])
     assert ">= 1" in str(above["criterion"].values)
     assert str(above["command"].values).startswith("bioplastic reproduce --budget smoke --out ")
     assert "--claims above" in str(above["command"].values)
-    assert int(ds.sel(claim="needs_cifar")["n"]) == 0 and math.isnan(float(ds.sel(claim="needs_cifar")["mean"]))
+    assert int(ds.sel(claim="needs_cifar")["n"]) == 0 and math.isnan(float(ds.sel(claim="needs_cifar")["seed_mean"]))
     # the file on disk is the returned Dataset
     saved = io.load(tmp_path / "claims.nc")
-    for name in ("verdict", "reason", "statement", "criterion", "n", "value", "mean", "sd"):
+    for name in ("verdict", "reason", "statement", "criterion", "n", "value", "seed_mean", "sd"):
         np.testing.assert_array_equal(saved[name].values, ds[name].values)
 
 
@@ -168,7 +175,7 @@ def test_report_has_the_summary_table_and_one_section_per_claim(fake_registry, t
     ds = bioplastic.reproduce(budget="smoke", out=tmp_path)
     text = (tmp_path / "report.html").read_text()
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
-    assert len(re.findall(r"<section id='", text)) == ds.sizes["claim"] == 5
+    assert len(re.findall(r"<section id='", text)) == ds.sizes["claim"] == 6
     summary = text.split("<h2>Summary</h2>")[1].split("</table>")[0]
     assert all(f"<a href='#{c}'>" in summary for c in ds["claim"].values)
     assert summary.index("reproduced") < text.index("<section")  # verdicts at the top
@@ -183,7 +190,7 @@ def test_markdown_twin(fake_registry, tmp_path):
     ds = bioplastic.reproduce(budget="smoke", out=tmp_path / "run")
     md = write_markdown(ds, tmp_path / "run", tmp_path / "docs" / "reproduction.md", label="planted test run")
     text = md.read_text()
-    assert "planted test run" in text and text.count("\n## ") == 5
+    assert "planted test run" in text and text.count("\n## ") == 6
     assert "](reproduction/above.png)" in text and (tmp_path / "docs" / "reproduction" / "above.png").exists()
 
 
@@ -268,3 +275,27 @@ def test_bad_device_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="unknown device"):
         bioplastic.reproduce(budget="smoke", out=tmp_path / "o", device="gpu0")
     assert not (tmp_path / "o").exists()
+
+
+def test_log_slope_of_r_star_on_planted_values():
+    """r* = K gives slope 1, r* independent of K slope 0, r* = sqrt(K) slope 0.5; a rank never reached (inf)
+    leaves that seed without a value."""
+    from bioplastic.reproduction.claims import _log_slope
+
+    k = np.array([5.0, 10.0, 20.0, 40.0])
+    r = xr.DataArray(np.stack([k, np.full(4, 8.0), np.sqrt(k), np.r_[k[:3], np.inf]], axis=1),
+                     dims=("K", "seed"), coords={"K": k, "seed": [0, 1, 2, 3]})
+    slope = _log_slope(r, "K")
+    np.testing.assert_allclose(slope.values[:3], [1.0, 0.0, 0.5], atol=1e-12)
+    assert np.isnan(slope.values[3])
+
+
+def test_cli_runs_prints_the_verdicts_and_writes_the_markdown_twin(fake_registry, tmp_path, capsys):
+    md = tmp_path / "docs" / "reproduction.md"
+    assert main(["reproduce", "--budget", "smoke", "--out", str(tmp_path / "o"), "--claims", "above,below",
+                 "--threads", "1", "--markdown", str(md), "--label", "a test"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^above\s+reproduced\s+2\.1 \(n=3\)$", out, re.M), out
+    assert re.search(r"^below\s+not reproduced", out, re.M)
+    assert (tmp_path / "o" / "claims.nc").exists() and (tmp_path / "o" / "report.html").exists()
+    assert "a test" in md.read_text()

@@ -93,6 +93,10 @@ class FakeEngine:
         if config.rule in self.diverge:
             acc[1:], loss[1:], cos[1:] = np.nan, np.nan, np.nan
             status, done = "diverged", 1
+        for epoch in range(done):  # as the trainer: callback(epoch from 1, record) after each epoch
+            for callback in callbacks:
+                callback(epoch + 1, {"train_loss": float(loss[epoch]), "test_loss": float(loss[epoch] + 0.1),
+                                     "test_accuracy": float(acc[epoch]), "status": status})
         return FakeResult(config.to_dict(), status, done, loss, loss + 0.1, acc, list(LAYERS),
                           {"update_cosine": cos, "feedback_angle": np.degrees(np.arccos(np.clip(cos, -1, 1)))},
                           torch.nn.Linear(2, 2), seconds=float(rng.uniform(1, 2)))
@@ -368,7 +372,7 @@ def test_checkpoint_dir_is_per_run_under_out(digits_spec, tmp_path, monkeypatch,
 
     def train(config, dataset, *, checkpoint_dir=None, progress=True, callbacks=()):
         seen.append(checkpoint_dir)
-        return original(config, dataset, checkpoint_dir=checkpoint_dir, progress=progress)
+        return original(config, dataset, checkpoint_dir=checkpoint_dir, progress=progress, callbacks=callbacks)
 
     monkeypatch.setattr(engine, "train", train)
     small(digits_spec, tmp_path / "out", rules=["bp", "ldfa"], ranks=[4], seeds=[0],

@@ -68,6 +68,7 @@ def test_run_at_chance_level_is_flagged_not_ok(engine, digits_spec, tmp_path, mo
     fa_row = next(line for line in table.splitlines() if line.startswith("fa "))
     back = R.load_results(tmp_path / "out")
     xr.testing.assert_identical(back, ds)
+    assert torch.load(tmp_path / "out" / "models" / "fa-s0.pt", weights_only=True)["status"] == status
     if status == "at_chance":
         assert "at_chance (!)" in fa_row
         assert "(!) runs that did not learn: fa-s0 at_chance, fa-s1 at_chance" in table
@@ -215,3 +216,40 @@ def test_disk_full_is_one_line_naming_the_file_no_partial_file_and_finished_runs
     monkeypatch.undo()  # space again: the same command resumes to the uninterrupted result
     resumed = bioplastic.compare(out=out, figure=False, **TINY)
     xr.testing.assert_identical(resumed.drop_vars("wall_time"), reference.drop_vars("wall_time"))
+
+
+def test_checkpoint_left_by_a_kill_after_the_run_was_saved_is_removed_on_resume(engine, digits_spec, tmp_path):
+    """Found by the SIGKILL test: killed after writing runs/<run>.nc but before removing the run's checkpoint,
+    the rerun skips the finished run and must not leave its checkpoint behind."""
+    out = tmp_path / "out"
+    small(digits_spec, out, rules=["bp"], seeds=[0])
+    stale = out / "checkpoints" / "bp-s0"
+    stale.mkdir(parents=True)
+    (stale / "checkpoint.pt").write_bytes(b"an epoch's checkpoint")
+    engine.calls.clear()
+    small(digits_spec, out, rules=["bp"], seeds=[0])
+    assert engine.calls == [] and not stale.exists()
+
+
+# ------------------------------------------------------------------------------ results people plot
+def test_results_nc_plots_by_layer_and_by_rank_after_the_round_trip(engine, digits_spec, tmp_path):
+    """Issue 16 item 5, the user's commands on results.nc (Agg): text coordinates are unicode, not object."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    ds = small(digits_spec, tmp_path / "out")
+    back = R.load_results(tmp_path / "out")
+    for name in ("rule", "base_rule", "feedback_learning", "layer", "status", "run_config"):
+        assert back[name].dtype.kind == "U" and ds[name].dtype.kind == "U", name
+    ax = Figure().subplots()
+    line = back.update_cosine.isel(epoch=-1).mean("seed").sel(rule="ldfa_normative", rank=4)
+    (artist,) = line.plot.line(x="layer", ax=ax)
+    np.testing.assert_allclose(artist.get_ydata(), ds.update_cosine.sel(rule="ldfa_normative", rank=4)
+                               .isel(epoch=-1).values.mean(0))
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(x) for x in ds.layer.values]
+    by_rank = back.test_accuracy.isel(epoch=-1).mean("seed").sel(rule="ldfa_fixed", rank=[1, 4])
+    (artist,) = by_rank.plot.line(x="rank", ax=Figure().subplots())
+    assert list(artist.get_xdata()) == [1, 4]
+    assert list(back["rank"].values) == [R.NO_RANK, 1, 4]  # ds["rank"]: ds.rank is xarray's method

@@ -82,6 +82,21 @@ def test_classes_subset_sizes_output_and_records_it(engine, tmp_path, classes, l
     assert json.loads(saved.attrs["config"])["classes"] == labels
 
 
+@pytest.mark.parametrize("dataset, options", [("mnist", {}), ("teacher", {"n_classes": 9, "n_train": 900, "n_test": 900})])
+def test_classes_on_other_datasets(engine, dataset, options):
+    import numpy as np
+
+    ds = run(dataset=dataset, classes=np.array([8, 2]), dataset_options=options or None)
+    data = engine.datasets[0]
+    full = load_dataset(dataset, **options)
+    assert data.n_classes == 2 and engine.calls[0].model["n_classes"] == 2
+    assert torch.equal(data.x_test, full.x_test[(full.y_test == 8) | (full.y_test == 2)])
+    assert torch.equal(data.y_test, (full.y_test[(full.y_test == 8) | (full.y_test == 2)] == 2).long())
+    assert list(ds.attrs["classes"]) == [8, 2]
+    run(dataset=dataset, classes=np.int64(3), dataset_options=options or None)
+    assert engine.datasets[-1].n_classes == 3
+
+
 def test_all_classes_are_recorded_without_a_subset(engine, tmp_path):
     ds = run(tmp_path / "o")
     assert list(ds.attrs["classes"]) == list(range(10))

@@ -130,6 +130,18 @@ def test_script_smoke_budget_writes_results_and_figure_and_resumes(tmp_path, cap
     # r* is the estimate's on the stored accuracies
     again = td.minimal_sufficient_rank(ds.accuracy, ds.bp_accuracy)
     np.testing.assert_array_equal(again.r_star.values, ds.r_star.values)
+    # the headline numbers: the narrow-network gap by hand; r* slopes on planted r* values
+    summary = td.summarize(ds, "normative")
+    kw, w = ds.attrs["width_task_dim"], ds.attrs["base_width"]
+    by_hand = 100 * (ds.accuracy.sel(mode="normative", K=kw, width=w).mean("seed")
+                     - ds.narrow_bp_accuracy.sel(K=kw).mean("seed"))
+    assert summary["narrow_gap_pp"] == pytest.approx(float(by_hand.mean()))
+    planted = ds.copy(deep=True)
+    planted["r_star"].loc[dict(mode="normative", width=w)] = [2.0, 4.0]  # K = 3, 6: r* = 2K/3
+    s2 = td.summarize(planted, "normative")
+    assert s2["r_star_slope"] == pytest.approx(2 / 3) and s2["r_star_loglog_slope"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="mode.*normative"):
+        td.summarize(ds, "oja")
     # the run went through compare: every part has its results.nc; a second call retrains nothing
     runs = sorted((out / "compare").glob("*/runs/*.nc"))
     stamps = {p: p.stat().st_mtime_ns for p in runs}
