@@ -45,3 +45,40 @@ def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
     return int(value)
+
+
+def check_device(device: str, *, resolve_auto: bool = True) -> str:
+    """Validate a torch device string before anything runs.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ...
+    resolve_auto : bool
+        ``"auto"`` becomes ``"cuda"`` where available, else ``"cpu"``; False: ``"auto"`` is returned as is.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        An unknown device string, or a CUDA / MPS device this machine does not have (the message names both the
+        Python form ``device='cpu'`` and the command-line flag ``--device cpu``).
+    """
+    import torch
+
+    if device == "auto":
+        return ("cuda" if torch.cuda.is_available() else "cpu") if resolve_auto else device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu' "
+                         "(on the command line: --device cpu)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} requested but MPS is not available; use device='cpu' "
+                         "(on the command line: --device cpu)")
+    return str(device)

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from bioplastic import io
+from bioplastic._checks import check_device
 from bioplastic.reproduction.claims import CLAIMS, Claim, claim_ids
 from bioplastic.reproduction.experiments import BUDGETS, EXPERIMENTS, Context, NotAvailable, find_data
 from bioplastic.reproduction.verdict import summarize, verdict
@@ -88,22 +89,6 @@ def _seeds(seeds: Sequence[int] | str | int | None) -> list[int] | None:
     if len(set(out)) != len(out):
         raise ValueError(f"seeds: repeated values in {out}")
     return out
-
-
-def _check_device(device: str) -> str:
-    """``"auto"`` or a torch device string that exists here (checked before anything runs)."""
-    if device == "auto":
-        return device
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu' "
-                         "(on the command line: --device cpu)")
-    return device
 
 
 def command_for(claim_id: str, budget: str, out: str | os.PathLike, *, seeds: Sequence[int] | None = None,
@@ -197,7 +182,7 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
     budget = _check_budget(budget)
     selected = select_claims(claims)
     seed_list = _seeds(seeds)
-    device = _check_device(str(device))
+    device = check_device(str(device), resolve_auto=False)
     data_root, cifar10 = find_data(data_path)
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -37,7 +37,7 @@ import torch
 import xarray as xr
 
 from bioplastic import io
-from bioplastic._checks import check_choice, check_positive_int
+from bioplastic._checks import check_choice, check_device, check_positive_int
 from bioplastic.training import results as _results
 from bioplastic.training.results import (NO_RANK, check_rank_fraction, fraction_rank, rank_fraction_of, run_id,
                                          run_label)
@@ -117,23 +117,6 @@ def _max_rank(model: torch.nn.Module) -> int:
             w = mod.weight
             best = max(best, min(w.shape[0], w[0].numel()))
     return best
-
-
-def _check_device(device: str) -> str:
-    """Validate a torch device string; ``"auto"`` becomes ``"cuda"`` where available, else ``"cpu"``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu' "
-                         "(on the command line: --device cpu)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} requested but MPS is not available; use device='cpu' "
-                         "(on the command line: --device cpu)")
-    return str(device)
 
 
 def _is_main_process() -> bool:
@@ -365,7 +348,7 @@ warmup_epochs, amp, compile : optional
         raise ValueError(f"rules {low_rank} need at least one feedback learning mode; allowed: "
                          + ", ".join(rules_mod.FEEDBACK_LEARNING))
     check_choice("dataset", dataset, DATASETS)
-    device = _check_device(device)
+    device = check_device(device)
     if max_train is not None:
         check_positive_int("max_train", max_train)
     if max_test is not None:
