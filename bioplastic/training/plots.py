@@ -139,7 +139,9 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
             else:
                 k = true_ranks.index(r)
                 alpha = 0.35 + 0.65 * (k + 1) / len(true_ranks)
-                ax.plot(epochs, mean, color=colours[lab], lw=1.5, alpha=alpha, marker=".",
+                # ranks differ by line style as well as shade: the largest solid, smaller ones dotted/dashed
+                style = "-" if k == len(true_ranks) - 1 else (":", "--", "-.")[k % 3]
+                ax.plot(epochs, mean, color=colours[lab], lw=1.5, alpha=alpha, marker=".", ls=style,
                         label=display_name(lab, rank_text(r)))
     ax.set(xlabel="epoch", ylabel="test accuracy (%)",
            title=f"(a) test accuracy per epoch\n(mean over {_seed_text(n_seeds)})")
@@ -147,7 +149,8 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if len(epochs) == 1:
         ax.set_xlim(float(epochs[0]) - 0.5, float(epochs[0]) + 0.5)
-    ax.legend(fontsize=7, ncol=2)
+    # lower right: below the late-epoch curves, right of the low first-epoch points
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
     ax.grid(alpha=0.3)
 
     ax = axes[1]
