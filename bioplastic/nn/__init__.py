@@ -22,7 +22,7 @@ from bioplastic.nn.convert import (
     set_targets, split_parameters,
 )
 from bioplastic.nn.diagnostics import alignment, true_gradient
-from bioplastic.nn.functions import ErrorBus
+from bioplastic.nn.error_bus import ErrorBus
 from bioplastic.nn.layers import FeedbackConv2d, FeedbackLayer, FeedbackLinear, truncated_svd
 
 __all__ = [

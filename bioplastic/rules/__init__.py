@@ -6,7 +6,7 @@
 'local'
 
 Every rule updates each weight layer with the exact ``grad_W = delta^T h``; the rules differ in the error sent
-to the layer below and in how their feedback weights learn (``docs/rules.md``; science notes section 2):
+to the layer below and in how their feedback weights learn (``docs/rules.md``):
 
 ============== ==================== ===================================================================
 name           error sent below     feedback weights
@@ -20,7 +20,9 @@ ldfa           ``(delta P) Q``      five feedback-learning modes (Hanut & Kadmon
 direct_ldfa    ``(e P_l) Q_l``      idem, from the output error
 ============== ==================== ===================================================================
 
-The torch executor is :func:`bioplastic.convert`.
+Each rule class owns its maths in matrix form (feedback operator, feedback parameters' shapes and initial
+values, which of them learn, their gradients); the torch executor (:func:`bioplastic.convert`) and the linear
+theory (:mod:`bioplastic.theory`) call it. How to add a rule: docs/rules.md, "How to add a rule".
 """
 from __future__ import annotations
 
@@ -43,9 +45,8 @@ _REGISTRY: dict[str, type[Rule]] = {
     for cls in (Backprop, FeedbackAlignment, DirectFeedbackAlignment, SignSymmetry, KolenPollack, LDFA, DirectLDFA)
 }
 
-#: Every rule name, in the order of the science notes' table.
-RULE_NAMES = ("bp", "fa", "dfa", "sign_symmetry", "kolen_pollack", "ldfa", "direct_ldfa")
-assert set(RULE_NAMES) == set(_REGISTRY)
+#: Every rule name, in registry order.
+RULE_NAMES = tuple(_REGISTRY)
 
 
 def options(name: str) -> tuple[str, ...]:
