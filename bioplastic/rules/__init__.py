@@ -36,7 +36,7 @@ from bioplastic.rules.base import Rule
 from bioplastic.rules.low_rank import FEEDBACK_LEARNING, LDFA, DirectLDFA
 
 __all__ = [
-    "Rule", "make", "from_dict", "RULE_NAMES", "FEEDBACK_LEARNING", "Backprop", "FeedbackAlignment",
+    "Rule", "make", "from_dict", "rule_class", "options", "RULE_NAMES", "FEEDBACK_LEARNING", "Backprop", "FeedbackAlignment",
     "DirectFeedbackAlignment", "SignSymmetry", "KolenPollack", "LDFA", "DirectLDFA",
 ]
 
@@ -47,6 +47,12 @@ _REGISTRY: dict[str, type[Rule]] = {
 
 #: Every rule name, in registry order.
 RULE_NAMES = tuple(_REGISTRY)
+
+
+def rule_class(name: str) -> type[Rule]:
+    """The class registered under ``name`` (raises ``ValueError`` listing the rules for an unknown name)."""
+    check_choice("rule", name, RULE_NAMES)
+    return _REGISTRY[name]
 
 
 def options(name: str) -> tuple[str, ...]:

@@ -152,6 +152,7 @@ class SignSymmetry(Rule):
 
     name = "sign_symmetry"
     feedback = "sign"
+    rotation_covariant = False
     scale: Literal["mean_abs", "unit"] = "mean_abs"
 
     def __post_init__(self) -> None:

@@ -48,6 +48,10 @@ class Rule:
     mirrors_weight_gradient : bool
         A feedback parameter receives the layer's exact weight gradient ``grad_W`` (Kolen-Pollack), so the
         executor computes ``grad_W`` whenever that parameter learns.
+    rotation_covariant : bool
+        ``feedback_matrix(U W, U F) = U feedback_matrix(W, F)`` for an orthogonal ``U``; False for sign
+        symmetry (the sign is taken synapse by synapse), which the linear theory then evaluates in the
+        neurons' basis.
 
     Methods an executor calls (each rule overrides those that apply; see docs/rules.md for the contract):
     :meth:`learns`, :meth:`feedback_shapes`, :meth:`init_feedback`, :meth:`feedback_kernel`,
@@ -62,6 +66,7 @@ class Rule:
     low_rank: ClassVar[bool] = False
     needs_targets: ClassVar[bool] = False
     mirrors_weight_gradient: ClassVar[bool] = False
+    rotation_covariant: ClassVar[bool] = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dictionary ``{"name": ..., **hyper_parameters}``; :func:`bioplastic.rules.make` inverts it."""

@@ -183,10 +183,7 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
             states.append({"W1": w1, "W2": w2})
         label = "closed_form"
     else:
-        learned = ["W1", "W2", *[nm for nm in spec.feedback_names()
-                                 if not (nm == "P" and spec.feedback_learning in ("fixed", "q_only"))
-                                 and not (nm == "Q" and spec.feedback_learning == "fixed")
-                                 and not (nm == "B" and spec.rule != "kolen_pollack")]]
+        learned = ["W1", "W2", *[nm for nm in spec.feedback_names() if spec.learns(nm)]]
         shapes = {nm: tuple(state0[nm].shape) for nm in learned}
         sizes = [int(np.prod(shapes[nm])) for nm in learned]
         frozen = {nm: t for nm, t in state0.items() if nm not in learned}
