@@ -107,6 +107,12 @@ class Rule:
         """Whether the feedback parameters start (and restart) at the truncated SVD of ``W`` (normative LDFA)."""
         return False
 
+    @property
+    def gradients_scale_with_loss(self) -> bool:
+        """Whether every gradient the rule gives scales linearly with the loss (False: float16 loss scaling,
+        which divides every gradient by the scale afterwards, would distort them)."""
+        return True
+
     def feedback_hyper(self, lr: float, weight_decay: float) -> tuple[float, float]:
         """``(learning rate, weight decay)`` of the feedback parameters given the forward ones.
 

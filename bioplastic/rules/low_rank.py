@@ -498,6 +498,12 @@ class LDFA(Rule):
         return self.feedback_learning == "oja" and self.oja_covariance != "error"
 
     @property
+    def gradients_scale_with_loss(self) -> bool:
+        """``normative`` (reads ``W``) and ``oja`` (trace-normalised covariance) give feedback gradients that do
+        not scale with the loss."""
+        return self.feedback_learning not in ("normative", "oja")
+
+    @property
     def starts_at_svd(self) -> bool:
         """``normative``: ``P, Q`` start (and restart every ``reinit_every`` steps) at :func:`svd_factors`."""
         return self.feedback_learning == "normative"

@@ -311,7 +311,7 @@ def conversion_options(config: TrainConfig, spec: dict[str, Any], model: nn.Modu
             log.info("%s: the spec's exclude %s holds the output layer %r, the source of the output error; "
                      "converting it", rule.name, sorted(set(out["exclude"]) - set(kept)), output_name)
         out["exclude"] = kept
-    if getattr(rule, "feedback", None) not in ("low_rank", "direct_low_rank"):
+    if not rule.low_rank:
         return out
     ranks: dict[str, int] = {}
     base = getattr(rule, "rank", None)
@@ -429,7 +429,7 @@ def _feedback_hyper(config: TrainConfig, rule: Any) -> tuple[str, float, float]:
     weight decay), so that ``B`` receives exactly ``W``'s update and converges to it (Akrout et al. 2019).
     """
     # Kolen-Pollack, and LDFA's q_only / oja whose Q learns by Kolen-Pollack: the feedback decays like W
-    kp = rule.name == "kolen_pollack" or getattr(rule, "feedback_learning", None) in ("q_only", "oja")
+    kp = rule.feedback_decay_follows_forward
     values = []
     for name, fallback in (("feedback_lr", config.lr), ("feedback_weight_decay", config.weight_decay if kp else 0.0)):
         value = config.rule_options.get(name)
@@ -670,11 +670,10 @@ def train(
     warmup_steps = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
     amp = _amp_dtype(device, config.amp_dtype) if config.amp else None
     use_scaler = amp == torch.float16
-    if use_scaler and getattr(rule, "feedback_learning", None) in ("normative", "oja"):
+    if use_scaler and not rule.gradients_scale_with_loss:
         raise ValueError(
-            f"float16 mixed precision cannot train {rule.name} with feedback_learning="
-            f"{rule.feedback_learning!r}: its feedback gradients do not scale with the loss, so the gradient "
-            "scaler would unscale them wrongly; use amp_dtype='bfloat16' or amp=False"
+            f"float16 mixed precision cannot train {rule!r}: its gradients do not scale with the loss, so the "
+            "gradient scaler would unscale them wrongly; use amp_dtype='bfloat16' or amp=False"
         )
 
     fork_devices = [device] if device.type == "cuda" else []
@@ -747,8 +746,7 @@ def train(
         align_x = dataset.transform(x_test_dev[:n_align])
         align_y = y_test_dev[:n_align]
         loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        oja_targets = (getattr(rule, "feedback_learning", None) == "oja"
-                       and getattr(rule, "oja_covariance", "error") != "error")
+        oja_targets = rule.reads_targets
         use_augment = bool(config.augment) and dataset.augment is not None
         epoch_seconds = np.full(epochs, np.nan)
 
