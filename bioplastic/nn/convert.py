@@ -19,7 +19,7 @@ from bioplastic.nn.layers import FeedbackConv2d, FeedbackLayer, FeedbackLinear, 
 from bioplastic.rules import Backprop, Rule, make
 
 __all__ = [
-    "convert", "conversion_report", "set_targets", "split_parameters", "param_groups", "feedback_step", "feedback_layers",
+    "convert", "conversion_report", "set_targets", "needs_targets", "split_parameters", "param_groups", "feedback_step", "feedback_layers",
     "ConversionReport", "LayerReport",
 ]
 
@@ -346,7 +346,7 @@ def convert(
         if name in converted:
             role = "output layer: exact error e" if name == output_name else "hidden layer"
             if rule.direct and name != output_name:
-                role += f"; receives e (d={d}) directly"
+                role += f"; receives {'the targets' if rule.needs_targets else 'e'} (d={d}) directly"
             if name in notes:
                 role += f"; {notes[name]}"
             entries.append(LayerReport(name, type(model.get_submodule(name)).__name__,
@@ -481,6 +481,13 @@ def set_targets(model: nn.Module, targets: torch.Tensor) -> None:
     if bus.last is None:
         raise RuntimeError("set_targets: call it after the forward pass (the targets belong to that pass)")
     bus.last.targets = targets.detach()
+
+
+def needs_targets(model: nn.Module) -> bool:
+    """Whether the converted model's rule computes the error it sends from the batch targets (DRTP), so that every
+    backward pass needs :func:`set_targets` first. False for a model without converted layers."""
+    layers = feedback_layers(model)
+    return bool(layers) and layers[0][1].rule.needs_targets
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -12,7 +12,7 @@ import torch.nn as nn
 import xarray as xr
 
 from bioplastic._checks import check_finite
-from bioplastic.nn.convert import conversion_report, feedback_layers
+from bioplastic.nn.convert import conversion_report, feedback_layers, needs_targets, set_targets
 
 __all__ = ["alignment", "matrix_angle", "largest_principal_angle", "true_gradient"]
 
@@ -176,6 +176,8 @@ def alignment(model: nn.Module, inputs: Any, targets: torch.Tensor,
                 bus.force_bp = False
                 bus.capture = {}
                 out = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+                if needs_targets(model):  # a rule that learns from the targets (DRTP)
+                    set_targets(model, targets)
                 loss = loss_fn(out, targets)
                 if loss.dim() != 0:
                     raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")

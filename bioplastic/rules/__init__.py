@@ -18,6 +18,7 @@ sign_symmetry  ``delta s sign(W)``  recomputed from ``W`` (Liao, Leibo & Poggio 
 kolen_pollack  ``delta B``          ``grad_B = grad_W`` + weight decay (Kolen & Pollack 1994; Akrout 2019)
 ldfa           ``(delta P) Q``      five feedback-learning modes (Hanut & Kadmon 2025, arXiv:2502.20580)
 direct_ldfa    ``(e P_l) Q_l``      idem, from the output error
+drtp           ``y* D_l``           ``D_l`` fixed random, from the one-hot target (Frenkel et al. 2021)
 ============== ==================== ===================================================================
 
 Each rule class owns its maths in matrix form (feedback operator, feedback parameters' shapes and initial
@@ -30,19 +31,21 @@ import dataclasses
 from typing import Any
 
 from bioplastic._checks import check_choice
-from bioplastic.rules.alignment import DirectFeedbackAlignment, FeedbackAlignment, KolenPollack, SignSymmetry
+from bioplastic.rules.alignment import (DirectFeedbackAlignment, DirectRandomTargetProjection, FeedbackAlignment,
+                                       KolenPollack, SignSymmetry)
 from bioplastic.rules.backprop import Backprop
 from bioplastic.rules.base import Rule
 from bioplastic.rules.low_rank import FEEDBACK_LEARNING, LDFA, DirectLDFA
 
 __all__ = [
     "Rule", "make", "from_dict", "rule_class", "options", "RULE_NAMES", "FEEDBACK_LEARNING", "Backprop", "FeedbackAlignment",
-    "DirectFeedbackAlignment", "SignSymmetry", "KolenPollack", "LDFA", "DirectLDFA",
+    "DirectFeedbackAlignment", "SignSymmetry", "KolenPollack", "LDFA", "DirectLDFA", "DirectRandomTargetProjection",
 ]
 
 _REGISTRY: dict[str, type[Rule]] = {
     cls.name: cls
-    for cls in (Backprop, FeedbackAlignment, DirectFeedbackAlignment, SignSymmetry, KolenPollack, LDFA, DirectLDFA)
+    for cls in (Backprop, FeedbackAlignment, DirectFeedbackAlignment, SignSymmetry, KolenPollack, LDFA, DirectLDFA,
+                DirectRandomTargetProjection)
 }
 
 #: Every rule name, in registry order.

@@ -1,4 +1,4 @@
-"""The feedback-alignment family: FA, DFA, sign symmetry and Kolen-Pollack.
+"""The feedback-alignment family: FA, DFA, DRTP, sign symmetry and Kolen-Pollack.
 
 Each rule keeps the exact weight update ``grad_W = delta^T h`` and replaces the transported ``W`` in the error
 sent below (``g_in = delta W`` under backprop) by another matrix (docs/rules.md, "The rules").
@@ -13,9 +13,10 @@ import torch
 
 from bioplastic._checks import check_choice
 from bioplastic.rules.base import Rule
+from bioplastic.rules.ops import target_rows
 
-__all__ = ["FeedbackAlignment", "DirectFeedbackAlignment", "SignSymmetry", "KolenPollack", "weight_std",
-           "uniform"]
+__all__ = ["FeedbackAlignment", "DirectFeedbackAlignment", "DirectRandomTargetProjection", "SignSymmetry",
+           "KolenPollack", "weight_std", "uniform"]
 
 SIGN_SCALES = ("mean_abs", "unit")
 
@@ -131,6 +132,57 @@ class DirectFeedbackAlignment(Rule):
     def send_error(self, ops, weight, feedback, z=None):
         """``g_in = e D``: ``ops.error`` is ``e`` (N, d), ``feedback[0]`` is ``D`` as a (d, in) matrix."""
         return ops.send(ops.error, feedback[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectRandomTargetProjection(DirectFeedbackAlignment):
+    """Direct random target projection (DRTP): every layer ``l`` sends ``g_in_l = y* D_l`` below.
+
+    ``y*`` (shape ``(batch, d)``) is the one-hot target of the batch (or the target vectors, for float targets):
+    the hidden layers learn from a fixed random projection of the *target* instead of the error, so no error
+    travels backwards and a layer can update as soon as its forward pass is done (Frenkel, Lefebvre & Bol 2021,
+    "Learning without feedback: fixed random learning signals allow for feedforward training of deep neural
+    networks", Front. Neurosci. 15:629892, Eq. for ``delta y_k = (B_k^T y*) . f'(y_k)``; ``D_l`` here is their
+    ``B_l^T`` in PyTorch's row convention). ``D_l`` is a fixed random ``(d, in_l)`` matrix
+    (``(d, C_in, H, W)`` for a Conv2d layer) drawn as DFA's, uniform in ``[-1/sqrt(d), 1/sqrt(d)]``; its sign
+    is arbitrary (``D`` and ``-D`` are equally likely), so the paper's sign convention needs no special case.
+    The output layer, as under every rule, updates with its exact error ``e``.
+
+    The targets reach the layers through the model's error bus: :func:`bioplastic.nn.set_targets` after the
+    forward pass and before ``loss.backward()`` (bioplastic's trainer, :func:`bioplastic.nn.alignment` and
+    :func:`bioplastic.testing.gradients` call it). Class indices are one-hot encoded to the output size ``d``.
+
+    Raises
+    ------
+    RuntimeError
+        In backward, when the targets of the batch were not given.
+    ValueError
+        In backward, targets whose shape does not match the output rows or class indices outside ``[0, d)``.
+    """
+
+    name = "drtp"
+    feedback = "target"
+    needs_targets = True
+
+    @property
+    def gradients_scale_with_loss(self) -> bool:
+        """False: the hidden layers' teaching signal is the target, whatever the loss scale."""
+        return False
+
+    def send_error(self, ops, weight, feedback, z=None):
+        """``g_in = y* D``: ``y*`` the one-hot targets (N, d), ``feedback[0]`` is ``D`` as a (d, in) matrix."""
+        if ops.targets is None:
+            raise RuntimeError(
+                f"layer {ops.layer_name!r} (drtp) needs the targets of this batch: call "
+                "bioplastic.nn.set_targets(model, targets) after the forward pass and before backward "
+                "(bioplastic's trainer does)")
+        n_rows, width = ops.error.shape[0], feedback[0].shape[0]
+        y = target_rows(ops.targets.to(ops.error.device), n_rows, width, standardize=False, dtype=ops.error.dtype)
+        return ops.send(y, feedback[0])
+
+    def feedback_matrix(self, weight, feedback, *, groups=1):
+        """``None``: the error sent below maps the targets, not the layer's ``delta`` (not even at the output)."""
+        return None
 
 
 @dataclasses.dataclass(frozen=True)

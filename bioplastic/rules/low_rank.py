@@ -13,12 +13,11 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from bioplastic._checks import check_choice, check_positive_int
 from bioplastic.rules.alignment import weight_std
 from bioplastic.rules.base import Rule, check_nonnegative_float
-from bioplastic.rules.ops import DenseOps
+from bioplastic.rules.ops import DenseOps, target_rows
 
 __all__ = [
     "LDFA", "DirectLDFA", "FEEDBACK_LEARNING", "LEARNS", "KOLEN_POLLACK_MODES", "OJA_COVARIANCE",
@@ -98,48 +97,6 @@ def oja_subspace_gradient(cp, ptcp, p, trace):
     if isinstance(trace, torch.Tensor):
         trace = trace.clamp_min(torch.finfo(trace.dtype).tiny)
     return (torch.matmul(p, ptcp) - cp) / trace
-
-
-def target_rows(targets, n_rows: int, width: int, *, standardize: bool, dtype=None):
-    """The rows ``T`` (``n_rows``, ``width``) whose covariance ``T^T T`` drives Oja's rule with targets.
-
-    Parameters
-    ----------
-    targets : torch.Tensor
-        Class indices (integer, shape ``(n_rows,)``; one-hot encoded to ``width`` classes) or target vectors
-        (floating point, shape ``(n_rows, width)``: regression targets, soft labels).
-    n_rows, width : int
-        Rows and width of the layer's error (``N`` rows of the flattened batch, ``d`` outputs).
-    standardize : bool
-        Standardise each column over the batch, ``(T - mean) / (std + 1e-8)``: the authors' direct variant
-        (``rADFA_linear.py`` of github.com/maherhanut1/LDFA). Without it the raw one-hot labels (their
-        layer-wise output layer, ``rAFA_linear.py``): ``T^T T / N`` is the label covariance ``Sigma^yy``.
-    dtype : torch.dtype, optional
-
-    Raises
-    ------
-    ValueError
-        Targets whose shape does not match the layer's error rows, or class indices outside ``[0, width)``.
-    """
-    if not targets.is_floating_point():
-        if tuple(targets.shape) != (n_rows,):
-            raise ValueError(f"oja targets: class indices must have shape ({n_rows},) (one per error row of the "
-                             f"output layer), got {tuple(targets.shape)}")
-        # checked on CPU only: on an accelerator a host read would sync every step (F.one_hot checks there)
-        lo, hi = (int(targets.min()), int(targets.max())) if targets.device.type == "cpu" else (0, 0)
-        if lo < 0 or hi >= width:
-            raise ValueError(f"oja targets: class indices must lie in [0, {width}), got values in [{lo}, {hi}]")
-        t = F.one_hot(targets.long(), width).to(dtype or torch.get_default_dtype())
-    else:
-        t = targets.reshape(-1, targets.shape[-1]) if targets.dim() > 1 else targets
-        if tuple(t.shape) != (n_rows, width):
-            raise ValueError(f"oja targets: target vectors must have shape ({n_rows}, {width}) (one per error row "
-                             f"of the output layer), got {tuple(targets.shape)}")
-        t = t.to(dtype or t.dtype)
-    if standardize:
-        std = t.std(0) if n_rows > 1 else torch.zeros_like(t[0])
-        t = (t - t.mean(0)) / (std + 1e-8)
-    return t
 
 
 def oja_rows(rows, *, centre: bool):
