@@ -157,7 +157,7 @@ def convert(
     """Return a deep copy of ``model`` whose Linear and Conv2d layers learn with ``rule``.
 
     The forward maths is unchanged; each converted layer's backward gives the exact weight update
-    ``grad_W = delta^T h`` and sends the rule's error below (science notes, section 2; Hanut & Kadmon 2025,
+    ``grad_W = delta^T h`` and sends the rule's error below (docs/rules.md; Hanut & Kadmon 2025,
     arXiv:2502.20580 for LDFA). Feedback parameters (``B``, ``D``, ``P``, ``Q``) become parameters of the
     converted layers and get their rule's update as ``.grad`` during ``loss.backward()``.
 

@@ -27,7 +27,7 @@ from bioplastic.nn.error_bus import ErrorBus, _Slot
 from bioplastic.rules.ops import DenseOps
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bioplastic.nn.layers import FeedbackConv2d, FeedbackLinear
+    from bioplastic.rules import Rule
 
 __all__ = ["ErrorBus", "LinearFunction", "Conv2dFunction", "ConvOps"]
 
@@ -41,6 +41,24 @@ def _autocast(x: torch.Tensor, *tensors):
         return (x, *tensors)
     dt = torch.get_autocast_dtype(dev)
     return tuple(t if t is None or not t.is_floating_point() else t.to(dt) for t in (x, *tensors))
+
+
+def _save(ctx, layer, slot, x, weight, bias, feedback):
+    """Forward: keep the layer and its bus slot, save the (autocast) tensors the backward reads; returns the
+    inputs in the dtype to compute in."""
+    ctx.layer = layer
+    ctx.slot = slot
+    x, weight, bias, *feedback = _autocast(x, weight, bias, *feedback)
+    ctx.save_for_backward(x, weight, *feedback)
+    return x, weight, bias
+
+
+def _saved(ctx, n_inputs: int):
+    """``(layer, slot, x, weight, feedback, (need_x, need_w, need_b), need_feedback)`` of a Function whose
+    feedback parameters follow ``n_inputs`` other inputs."""
+    x, weight, *fb = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    return ctx.layer, ctx.slot, x, weight, fb, need[:3], need[n_inputs:]
 
 
 def _broadcast_direct(g: torch.Tensor, lead_e: tuple[int, ...], x_shape: torch.Size, name: str) -> torch.Tensor:
@@ -140,23 +158,16 @@ class LinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, layer, slot, *feedback):
-        ctx.layer = layer
-        ctx.slot = slot
-        x, weight, bias, *feedback = _autocast(x, weight, bias, *feedback)
-        ctx.save_for_backward(x, weight, *feedback)
+        x, weight, bias = _save(ctx, layer, slot, x, weight, bias, feedback)
         with torch.autocast(x.device.type, enabled=False):
             return F.linear(x, weight, bias)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        layer: FeedbackLinear = ctx.layer
-        rule = layer.rule
-        slot = ctx.slot
-        x, weight, *fb = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        need_fb = ctx.needs_input_grad[5:]
+        layer, slot, x, weight, fb, (need_x, need_w, need_b), need_fb = _saved(ctx, 5)
         out_f, in_f = weight.shape
+        rule: Rule = layer.rule
         delta = grad_out.reshape(-1, out_f).to(weight.dtype)
         h = x.reshape(-1, in_f)
         bus = layer.bus
@@ -210,24 +221,17 @@ class Conv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, layer, slot, stride, padding, dilation, groups, *feedback):
-        ctx.layer = layer
-        ctx.slot = slot
         ctx.conf = (stride, padding, dilation, groups)
-        x, weight, bias, *feedback = _autocast(x, weight, bias, *feedback)
-        ctx.save_for_backward(x, weight, *feedback)
+        x, weight, bias = _save(ctx, layer, slot, x, weight, bias, feedback)
         with torch.autocast(x.device.type, enabled=False):
             return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        layer: FeedbackConv2d = ctx.layer
-        rule = layer.rule
-        slot = ctx.slot
-        x, weight, *fb = ctx.saved_tensors
+        layer, slot, x, weight, fb, (need_x, need_w, need_b), need_fb = _saved(ctx, 9)
         stride, padding, dilation, groups = ctx.conf
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        need_fb = ctx.needs_input_grad[9:]
+        rule: Rule = layer.rule
         bus = layer.bus
         force_bp = bus.force_bp
         delta = grad_out.to(weight.dtype)

@@ -526,10 +526,8 @@ class LDFA(Rule):
                 grad_p = local_p_gradient(ops, p, q)
             else:  # oja
                 covariance = getattr(ops, "covariance", None)
-                if covariance is not None:  # population moments (the linear theory)
-                    c, trace = covariance
-                    cp = c @ p
-                    grad_p = oja_subspace_gradient(cp, p.T @ cp, p, trace)
+                if covariance is not None:  # population moments (the linear theory): (C, normalise)
+                    grad_p = oja_covariance_gradient(covariance[0], p, normalise=covariance[1])
                 else:
                     grad_p = oja_rows_gradient(ops, p, z, source=self._oja_target_rows(ops), centre=self.oja_centre)
         return [grad_p, grad_q]

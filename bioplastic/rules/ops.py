@@ -33,9 +33,9 @@ class DenseOps:
         Whether the layer is the model's output layer.
     layer_name : str
         For error messages.
-    covariance : tuple of (torch.Tensor, torch.Tensor or float), optional
-        ``(C, trace)``: a covariance to use in Oja's rule in place of the rows' own (the linear theory's
-        population moments, whose rows are not available).
+    covariance : tuple of (torch.Tensor, bool), optional
+        ``(C, normalise)``: a covariance (out, out) for Oja's rule in place of the rows' own, divided by its
+        trace when ``normalise`` (the linear theory's population moments, whose rows are not available).
 
     Attributes
     ----------

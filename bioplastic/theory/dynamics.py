@@ -300,7 +300,7 @@ def increments(spec: RuleSpec, state: dict[str, torch.Tensor], sxx: torch.Tensor
             rows = rows / torch.sqrt(torch.clamp(tr, min=torch.finfo(tr.dtype).tiny))
         elif spec.feedback_learning == "oja":  # error covariance <e e^T> or the output covariance Syy (Eq. 8)
             c = syy if spec.oja_covariance == "targets" else e @ m_.T - m_ @ syx.T + syy
-            covariance = (c, torch.trace(c) if spec.error_normalization == "trace" else 1.0)
+            covariance = (c, spec.error_normalization == "trace")
         ops = DenseOps(rows, w1.T, covariance=covariance)
         grads = spec.rule_object.feedback_gradients(ops, w2, [state[name] for name in names], need, grad_w=g2)
         for name, grad in zip(names, grads):

@@ -98,7 +98,7 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
     With white inputs the population gradient depends on the data only through ``Sxx = I`` and
     ``Syx = W* = U S V^T``. In rotated coordinates ``W1' = W1 V``, ``W2' = U^T W2``, ``P' = U^T P``,
     ``B' = U^T B`` the flow of every rule keeps its form with ``W*`` replaced by the rectangular diagonal
-    ``S`` (science notes, section 3: ``tau dW2/dt = R W1^T``, ``tau dW1/dt = B R`` with ``B = W2^T`` for BP,
+    ``S`` (docs/theory.md: ``tau dW2/dt = R W1^T``, ``tau dW1/dt = B R`` with ``B = W2^T`` for BP,
     the fixed ``B`` for FA, ``Q P`` for LDFA, and the feedback flows of :mod:`bioplastic.theory.dynamics`),
     so the reduction is exact for any initial condition (sign symmetry, whose ``sign`` acts synapse by synapse,
     is evaluated in the neurons' basis): the per-mode quantities are read off the diagonal
