@@ -371,6 +371,18 @@ class LDFA(Rule):
         Unknown ``feedback_learning`` (listing the allowed values), ``rank < 1``, both ``rank`` and
         ``rank_fraction``, ``rank_fraction`` outside ``(0, 1]``, negative or non-finite rates,
         ``reinit_every`` with a mode other than ``"normative"``.
+
+    Notes
+    -----
+    The maths, called by the torch executor, the linear theory and the rate network (docs/rules.md, "How the
+    rules are written"): :meth:`learns` (:data:`LEARNS`), :meth:`feedback_shapes`, :meth:`init_feedback`,
+    :meth:`send_error` ``(delta P) Q``, :meth:`feedback_gradients` and :meth:`backward`, written with this
+    module's functions on a layout ``ops`` (:class:`~bioplastic.rules.ops.DenseOps` for rows):
+    :func:`oja_rows_gradient` ``(ops, p, z=None, *, source=None, centre=False)``,
+    :func:`oja_covariance_gradient` ``(c, p, *, normalise=True)``, :func:`local_p_gradient` ``(ops, p, q)``,
+    :func:`kolen_pollack_q_gradient` ``(ops, z, q)``, :func:`normative_gradients` ``(p, q, w, groups=1)``,
+    :func:`low_rank_feedback` ``(p, q, *, groups=1)`` (``P Q``) and :func:`svd_factors` ``(w, rank, *,
+    groups=1, generator=None)``.
     """
 
     name = "ldfa"
