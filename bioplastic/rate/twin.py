@@ -42,7 +42,8 @@ from bioplastic.rate.protocol import as_tensor
 from bioplastic.rate.training import learning_rate_scale, train_online
 from bioplastic.rate.units import to_si
 
-__all__ = ["autograd_twin", "twin_learning_rates", "train_twin_online", "compare_with_twin", "TWIN_MODELS"]
+__all__ = ["autograd_twin", "twin_learning_rates", "train_twin_online", "compare_with_twin", "plot_twin", "twin_table",
+           "TWIN_MODELS"]
 
 log = logging.getLogger(__name__)
 
@@ -401,3 +402,56 @@ def compare_with_twin(
     return stamp(ds, {"spec": s.get("name", "custom"), "recipe": recipe, "rule": rule_dict,
                       "twin_step_sizes": step_sizes, "bp_step_scales": list(map(float, bp_step_scales))})
 
+
+
+_LABELS = {"rate": "rate network (continuous time, feedback population)", "twin": "autograd twin (same rule)",
+           "bp_twin": "backprop twin (same protocol)"}
+
+
+def _label(model: str) -> str:
+    if model in _LABELS:
+        return _LABELS[model]
+    return f"backprop twin, steps x{model[len('bp_twin_x'):]}"
+
+
+def twin_table(ds: xr.Dataset) -> list[dict[str, Any]]:
+    """Rows for a report: final test accuracy (%) per model (mean, s.d., n over seeds) and the gaps (pp)."""
+    rows = []
+    final = 100 * ds["test_accuracy"].isel(step=-1)
+    for m in ds["model"].values:
+        v = final.sel(model=m).values
+        v = v[np.isfinite(v)]
+        rows.append({"condition": _label(str(m)), "final test accuracy (%)": float(np.mean(v)),
+                     "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)})
+    for var, text in (("gap", "twin minus rate network (pp)"), ("rule_gap", "backprop twin minus twin (pp)")):
+        v = ds[var].values
+        rows.append({"condition": text, "final test accuracy (%)": float(np.mean(v)),
+                     "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)})
+    return rows
+
+
+def plot_twin(ds: xr.Dataset, path: Any) -> None:
+    """Test accuracy against epochs, every model overlaid (mean over seeds, band: s.d.), saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    epoch = ds["epoch"].values
+    styles = {"rate": ("C3", "-"), "twin": ("C0", "--"), "bp_twin": ("k", ":")}
+    for i, m in enumerate(ds["model"].values):
+        acc = 100 * ds["test_accuracy"].sel(model=m)
+        mean, sd = acc.mean("seed").values, acc.std("seed", ddof=1).values if acc.sizes["seed"] > 1 else 0 * epoch
+        color, ls = styles.get(str(m), (f"C{i + 2}", "-."))
+        ax.plot(epoch, mean, color=color, ls=ls, marker="o", ms=3, label=_label(str(m)))
+        ax.fill_between(epoch, mean - sd, mean + sd, color=color, alpha=0.15, lw=0)
+    n = ds.sizes["seed"]
+    ax.set_xlabel("epoch (5,000 digits, one at a time)" if ds.attrs.get("n_train") == 5000 else "epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(max(0.0, float(np.nanmin(100 * ds["test_accuracy"].isel(step=slice(1, None)))) - 5), 100)
+    ax.set_title(f"rate network vs autograd twin ({n} seed{'s' if n != 1 else ''}; band: s.d.)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
