@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bp-step-scales", default="1")
     parser.add_argument("--n-train", type=int, default=None, help="a fixed random subset (default: all 5,000)")
     parser.add_argument("--n-test", type=int, default=None, help="the first test digits (default: all 10,000)")
+    parser.add_argument("--twins-only", action="store_true", help="skip the rate network (gap NaN)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             parts.append(io.load(path))
             continue
         ds = compare_with_twin(args.spec, seeds=[seed], epochs=args.epochs, n_train=args.n_train,
-                               n_test=args.n_test, bp_step_scales=scales)
+                               n_test=args.n_test, bp_step_scales=scales,
+                               with_rate=not args.twins_only)
         io.save(ds, path)
         parts.append(ds)
         log.info("seed %d: gap %.2f pp (twin minus rate)", seed, float(ds["gap"].sel(seed=seed)))
