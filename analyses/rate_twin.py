@@ -9,7 +9,7 @@ mean over seeds, within 1 percentage point in absolute value.
 
 Usage::
 
-    python analyses/rate_twin.py --out DIR [--seeds 0,1,2] [--epochs 3] [--bp-step-scales 1,4,16] [--threads 1]
+    python analyses/rate_twin.py --out DIR [--seeds 0,1,2] [--epochs 3] [--bp-step-scales 1,4,16] [--twin-step-scales 1,4] [--threads 1]
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=None, help="default: the spec's recipe")
     parser.add_argument("--bp-step-scales", default="1")
+    parser.add_argument("--twin-step-scales", default="1")
     parser.add_argument("--n-train", type=int, default=None, help="a fixed random subset (default: all 5,000)")
     parser.add_argument("--n-test", type=int, default=None, help="the first test digits (default: all 10,000)")
     parser.add_argument("--twins-only", action="store_true", help="skip the rate network (gap NaN)")
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ds = compare_with_twin(args.spec, seeds=[seed], epochs=args.epochs, n_train=args.n_train,
                                n_test=args.n_test, bp_step_scales=scales,
+                               twin_step_scales=[float(f) for f in args.twin_step_scales.split(",")],
                                with_rate=not args.twins_only)
         io.save(ds, path)
         parts.append(ds)

@@ -292,6 +292,7 @@ def compare_with_twin(
     n_train: int | None = None,
     n_test: int | None = None,
     bp_step_scales: Sequence[float] = (1.0,),
+    twin_step_scales: Sequence[float] = (1.0,),
     data: tuple[Any, Any, Any, Any] | None = None,
     with_rate: bool = True,
     progress: bool = False,
@@ -316,6 +317,9 @@ def compare_with_twin(
     n_train, n_test : int, optional
         Use a fixed random subset of ``n_train`` training digits (the embedded ones are sorted by class) and the
         first ``n_test`` test digits (default: all 5,000 embedded training and 10,000 test digits).
+    twin_step_scales : sequence of float
+        Step-size factors of the (same-rule) twin besides 1: how far the rule itself could go with larger steps,
+        which the rate network cannot take (its continuous learning loop goes unstable, ``docs/rate.md``).
     bp_step_scales : sequence of float
         Step-size factors of the backprop twin (1 is the rate network's protocol; others show how much of the
         protocol's deficit is its learning rate).
@@ -329,7 +333,7 @@ def compare_with_twin(
     -------
     xarray.Dataset
         ``test_accuracy`` (model, seed, step) with ``model`` = ``"rate"``, ``"twin"``, ``"bp_twin"`` and
-        ``"bp_twin_x<f>"`` for the other step factors; ``gap`` (seed): twin minus rate final test accuracy in
+        ``"bp_twin_x<f>"`` / ``"twin_x<f>"`` for the other step factors; ``gap`` (seed): twin minus rate final test accuracy in
         percentage points; ``rule_gap`` (seed): backprop twin minus twin (pp); ``wall_time`` (model, seed) in s.
         Attributes: spec, recipe, the rule, the step sizes.
 
@@ -349,7 +353,8 @@ def compare_with_twin(
         raise ValueError("seeds is empty")
     x_train, y_train, x_test, y_test = data if data is not None else _mnist(n_train, n_test)
     n = len(y_train)
-    models = list(TWIN_MODELS) + [f"bp_twin_x{f:g}" for f in bp_step_scales if f != 1.0]
+    models = (list(TWIN_MODELS) + [f"twin_x{f:g}" for f in twin_step_scales if f != 1.0]
+              + [f"bp_twin_x{f:g}" for f in bp_step_scales if f != 1.0])
     curves: dict[tuple[str, int], xr.Dataset] = {}
     wall: dict[tuple[str, int], float] = {}
     step_sizes: dict[str, float] = {}
@@ -373,8 +378,8 @@ def compare_with_twin(
             if name == "rate":
                 continue
             t0 = time.process_time()
-            model = autograd_twin(start, rule=None if name == "twin" else "bp")
-            factor = 1.0 if name in ("twin", "bp_twin") else float(name[len("bp_twin_x"):])
+            model = autograd_twin(start, rule=None if name.startswith("twin") else "bp")
+            factor = 1.0 if name in ("twin", "bp_twin") else float(name.rsplit("_x", 1)[1])
             if name == "twin":
                 step_sizes = twin_learning_rates(start, model, presentation=twin_kw["presentation"],
                                                  plasticity_delay=twin_kw["plasticity_delay"])
@@ -403,7 +408,8 @@ def compare_with_twin(
     ds.attrs.update({"spec": s.get("name", "custom"), "n_train": n, "n_test": len(y_test),
                      "criterion": "twin minus rate network final test accuracy, mean over seeds, |gap| <= 1 pp"})
     return stamp(ds, {"spec": s.get("name", "custom"), "recipe": recipe, "rule": rule_dict,
-                      "twin_step_sizes": step_sizes, "bp_step_scales": list(map(float, bp_step_scales))})
+                      "twin_step_sizes": step_sizes, "bp_step_scales": list(map(float, bp_step_scales)),
+                      "twin_step_scales": list(map(float, twin_step_scales))})
 
 
 
@@ -414,7 +420,8 @@ _LABELS = {"rate": "rate network (continuous time, feedback population)", "twin"
 def _label(model: str) -> str:
     if model in _LABELS:
         return _LABELS[model]
-    return f"backprop twin, steps x{model[len('bp_twin_x'):]}"
+    kind = "backprop twin" if model.startswith("bp_") else "autograd twin"
+    return f"{kind}, steps x{model.rsplit('_x', 1)[1]}"
 
 
 def twin_table(ds: xr.Dataset) -> list[dict[str, Any]]:
