@@ -9,6 +9,7 @@ load_model     the trained, converted model of one run of a comparison (``out/mo
 list_models    the runs whose models were saved
 plot_comparison, format_table   the figure and the printed table
 TrainConfig, RunResult, train   the training engine (``bioplastic.training.trainer``)
+flops          FLOPs per training step and to a target accuracy (``bioplastic.training.flops``)
 run_task_dimensionality, minimal_sufficient_rank   the task-dimensionality experiment and its r* estimate
     (``bioplastic.training.task_dimensionality``, docs/task_dimensionality.md)
 """

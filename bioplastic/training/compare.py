@@ -882,7 +882,8 @@ def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed:
         plain = build_model(cfg["model"])
         rule_obj = rules_mod.make(cfg["rule"], **cfg.get("rule_options", {}))
         try:  # the trainer's conversion: the spec's [rule] exclude / ranks / output layer
-            options = trainer.conversion_options(trainer.TrainConfig(**cfg), load_spec(cfg["model"]), plain, rule_obj)
+            options = trainer.conversion_options(load_spec(cfg["model"]), plain, rule_obj, exclude=cfg.get("exclude"),
+                                                 ranks=cfg.get("ranks"))
         except (TypeError, ValueError) as exc:  # a configuration this version cannot rebuild: say so
             raise ValueError(f"model file {path}: cannot rebuild its conversion from the stored configuration "
                              f"(saved by bioplastic {record.get('bioplastic_version', '?')}, this is "

@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -287,21 +287,49 @@ def _rule_table(spec: dict[str, Any]) -> dict[str, Any]:
     return table
 
 
-def conversion_options(config: TrainConfig, spec: dict[str, Any], model: nn.Module, rule: Any) -> dict[str, Any]:
-    """Keyword arguments of :func:`bioplastic.convert` for this run: ``exclude``, ``ranks``, ``output_layer``.
+def conversion_options(spec: Mapping[str, Any], model: nn.Module, rule: Any, *,
+                       exclude: Sequence[str] | None = None,
+                       ranks: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Keyword arguments of :func:`bioplastic.convert` for a run: ``exclude``, ``ranks``, ``output_layer``.
 
-    ``exclude``: the config's, else the spec's ``[rule].exclude`` (for the direct rules without the entries
-    that hold the output layer, the source of the output error they deliver). ``ranks`` (low-rank rules only): the
-    spec's ``[rule].rank_multipliers`` applied to an absolute ``rank`` (``{"qkv": 3}``: each weight layer
-    whose module name ends in ``qkv`` gets ``3 * rank``, the fused query-key-value projection of a
-    transformer, Hanut & Kadmon 2025), then the spec's ``[rule].ranks``, then the config's ``ranks``
-    (later ones win).
+    The one place where a model spec's ``[rule]`` table becomes conversion options: training
+    (:func:`train`), the saved-model store and the FLOP counter (:mod:`bioplastic.training.flops`) call it,
+    so FLOPs are counted on the model that is trained.
+
+    Parameters
+    ----------
+    spec : mapping
+        The resolved model spec (:func:`bioplastic.architectures.load_spec`).
+    model : torch.nn.Module
+        The spec's (plain) model: its module names are matched.
+    rule : bioplastic.rules.Rule
+        The run's rule.
+    exclude : sequence of str, optional
+        A run's own exclusions (``TrainConfig.exclude``); None: the spec's ``[rule].exclude`` (for the
+        direct rules without the entries that hold the output layer, the source of the output error they
+        deliver).
+    ranks : mapping of str to int, optional
+        A run's own per-layer ranks (``TrainConfig.ranks``), applied last.
+
+    Returns
+    -------
+    dict
+        ``exclude`` (list), and where they apply ``output_layer`` and ``ranks``. ``ranks`` (low-rank rules
+        only): the spec's ``[rule].rank_multipliers`` applied to an absolute ``rank`` (``{"qkv": 3}``: each
+        weight layer whose module name ends in ``qkv`` gets ``3 * rank``, the fused query-key-value
+        projection of a transformer, Hanut & Kadmon 2025), then the spec's ``[rule].ranks``, then ``ranks``
+        (later ones win).
+
+    Raises
+    ------
+    ValueError
+        Unknown keys in the spec's ``[rule]`` table; a rank multiplier that is not a positive integer.
     """
     table = _rule_table(spec)
-    out: dict[str, Any] = {"exclude": list(config.exclude if config.exclude is not None else table.get("exclude", []))}
+    out: dict[str, Any] = {"exclude": list(exclude if exclude is not None else table.get("exclude", []))}
     if "output_layer" in table:
         out["output_layer"] = table["output_layer"]
-    if config.exclude is None and getattr(rule, "direct", False) and out["exclude"]:
+    if exclude is None and getattr(rule, "direct", False) and out["exclude"]:
         # The spec's exclusions (e.g. "keep the classifier on backprop") are suggestions for the layer-wise
         # rules; a direct rule (dfa, direct_ldfa) needs its output layer converted, as the source of e.
         weight_layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
@@ -313,7 +341,7 @@ def conversion_options(config: TrainConfig, spec: dict[str, Any], model: nn.Modu
         out["exclude"] = kept
     if getattr(rule, "feedback", None) not in ("low_rank", "direct_low_rank"):
         return out
-    ranks: dict[str, int] = {}
+    layer_ranks: dict[str, int] = {}
     base = getattr(rule, "rank", None)
     multipliers = dict(table.get("rank_multipliers", {}) or {})
     if base is not None and multipliers:
@@ -321,12 +349,12 @@ def conversion_options(config: TrainConfig, spec: dict[str, Any], model: nn.Modu
             if not isinstance(module, (nn.Linear, nn.Conv2d)):
                 continue
             for suffix, factor in multipliers.items():
-                if name == suffix or name.endswith("." + suffix) or name.endswith(suffix):
-                    ranks[name] = int(base) * check_positive_int(f"rank_multipliers[{suffix!r}]", factor)
-    ranks.update(table.get("ranks", {}) or {})
-    ranks.update(config.ranks or {})
-    if ranks:
-        out["ranks"] = ranks
+                if name.endswith(suffix):
+                    layer_ranks[name] = int(base) * check_positive_int(f"rank_multipliers[{suffix!r}]", factor)
+    layer_ranks.update(table.get("ranks", {}) or {})
+    layer_ranks.update(ranks or {})
+    if layer_ranks:
+        out["ranks"] = layer_ranks
     return out
 
 
@@ -686,7 +714,7 @@ def train(
             plain,
             rule,
             example_input=dataset.transform(dataset.x_train[:2]),
-            **conversion_options(config, spec, plain, rule),
+            **conversion_options(spec, plain, rule, exclude=config.exclude, ranks=config.ranks),
         ).to(device)
         del plain
         forward_params, feedback_params = bnn.split_parameters(model)
