@@ -11,7 +11,7 @@ the custom autograd Functions' backward of :func:`bioplastic.convert` (``tests/t
 checks the counts against the closed forms of Linear, Conv2d and attention). CPU attention
 (``_scaled_dot_product_flash_attention_for_cpu``) is not in torch's FLOP registry; it is counted here with
 torch's own SDPA formulas. Models are converted with the same options as in training
-(:func:`bioplastic.training.trainer.conversion_options`), so the FLOPs are those of the model trained.
+(:func:`bioplastic.training.config.conversion_options`), so the FLOPs are those of the model trained.
 
 Names
 -----
@@ -126,7 +126,7 @@ def convert_like_training(spec: Mapping[str, Any], plain: nn.Module, rule: Any, 
     spec : mapping
         The model spec (:func:`bioplastic.architectures.load_spec`) whose ``[rule]`` table gives ``exclude``,
         ``ranks``, ``rank_multipliers`` and ``output_layer``
-        (:func:`bioplastic.training.trainer.conversion_options`).
+        (:func:`bioplastic.training.config.conversion_options`).
     plain : torch.nn.Module
         The spec's model, unconverted.
     rule : str or bioplastic.rules.Rule
@@ -145,7 +145,7 @@ def convert_like_training(spec: Mapping[str, Any], plain: nn.Module, rule: Any, 
     """
     from bioplastic import rules
     from bioplastic.nn import convert
-    from bioplastic.training.trainer import conversion_options
+    from bioplastic.training.config import conversion_options
 
     rule_obj = rules.make(rule, **rule_options) if isinstance(rule, str) else rule
     if example_input is None and any(isinstance(m, nn.Conv2d) for m in plain.modules()):

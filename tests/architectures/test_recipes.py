@@ -10,7 +10,7 @@ import bioplastic
 from bioplastic.architectures import build_model, load_spec
 from bioplastic.architectures.retina import RetinaVVS
 from bioplastic.architectures.vit import ViT, drop_path
-from bioplastic.training.trainer import TrainConfig, conversion_options
+from bioplastic.training.config import TrainConfig, conversion_options
 
 SMALL_RETINA = {"channels": 8, "bottleneck": 8, "fc_width": 16}
 

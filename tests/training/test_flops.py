@@ -13,7 +13,7 @@ import xarray as xr
 
 import bioplastic
 from bioplastic.training.flops import count_step_flops, epochs_to_target, flops_to_target, step_flops
-from bioplastic.training.trainer import conversion_options
+from bioplastic.training.config import conversion_options
 
 
 SIZES = [(20, 30), (30, 40), (40, 10)]  # (in, out) of a 3-layer MLP

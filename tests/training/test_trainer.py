@@ -14,13 +14,8 @@ from bioplastic.architectures.mlp import MLP
 from bioplastic.data import load_dataset
 from bioplastic.training.checkpoint import CHECKPOINT_NAME
 from bioplastic.training.schedule import LRFactor, lr_factor, make_scheduler
-from bioplastic.training.trainer import (
-    RECIPE_DEFAULTS,
-    TrainConfig,
-    _feedback_hyper,
-    conversion_options,
-    train,
-)
+from bioplastic.training.config import RECIPE_DEFAULTS, TrainConfig, conversion_options
+from bioplastic.training.trainer import _feedback_hyper, train
 
 
 @pytest.fixture(autouse=True)
@@ -154,7 +149,6 @@ def test_spec_exclusion_of_the_head_is_kept_for_ldfa_and_lifted_for_direct_rules
     # layer converted, since it is the source of the error e it sends to every layer.
     from bioplastic import convert, rules
     from bioplastic.architectures import build_model, load_spec
-    from bioplastic.training.trainer import conversion_options
 
     spec = load_spec("cnn_small")
     assert "head" in spec["rule"]["exclude"]
