@@ -60,7 +60,7 @@ def layer_angles(model: torch.nn.Module) -> dict[str, dict[str, float]]:
 def from_compare(folder: Path) -> list[dict]:
     """Angles of every finished LDFA run of a ``bioplastic compare`` folder (its saved models)."""
     from bioplastic import io as bio
-    from bioplastic.training.compare import load_model
+    from bioplastic.training.store import load_model
 
     res = bio.load(folder / "results.nc")
     rows = []

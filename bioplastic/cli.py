@@ -64,7 +64,7 @@ def _add_log_options(parser: argparse.ArgumentParser, prefix: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from bioplastic.training.compare import (DEFAULT_FEEDBACK_LEARNING, DEFAULT_MODELS, DEFAULT_RANKS,
+    from bioplastic.training.comparison import (DEFAULT_FEEDBACK_LEARNING, DEFAULT_MODELS, DEFAULT_RANKS,
                                              DEFAULT_RULES)
 
     parser = argparse.ArgumentParser(prog="bioplastic", description="bioplastic: learning without backpropagation")
@@ -208,7 +208,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
 def _run_compare(args: argparse.Namespace) -> int:
     import bioplastic
-    from bioplastic.training.compare import SHARED_DATA_VARIABLE
+    from bioplastic.training.comparison import SHARED_DATA_VARIABLE
     from bioplastic.training.results import RESULTS_FILE, format_table
 
     if args.threads is not None:
@@ -233,7 +233,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         rule_options=dict(args.rule_option), progress=args.progress, keep_models=args.models,
     )
     if args.ranks is None:  # the default ranks, unless only relative ranks are asked for
-        from bioplastic.training.compare import DEFAULT_RANKS
+        from bioplastic.training.comparison import DEFAULT_RANKS
 
         kwargs["ranks"] = None if args.rank_fractions is not None else ",".join(map(str, DEFAULT_RANKS))
     # newer options reach compare only when given
@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         logging.getLogger("bioplastic").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     elif not args.quiet:
-        for name in ("bioplastic.cli", "bioplastic.training.compare", "bioplastic.reproduction.runner"):
+        for name in ("bioplastic.cli", "bioplastic.training.comparison", "bioplastic.reproduction.runner"):
             logging.getLogger(name).setLevel(logging.INFO)
     from tqdm.contrib.logging import logging_redirect_tqdm
 

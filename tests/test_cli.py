@@ -53,7 +53,7 @@ def test_options_reach_compare(captured_compare, capsys, tmp_path):
 
 
 def test_no_arguments_is_the_default_comparison(captured_compare, tmp_path, monkeypatch):
-    from bioplastic.training.compare import DEFAULT_FEEDBACK_LEARNING, DEFAULT_RANKS, DEFAULT_RULES
+    from bioplastic.training.comparison import DEFAULT_FEEDBACK_LEARNING, DEFAULT_RANKS, DEFAULT_RULES
 
     monkeypatch.chdir(tmp_path)
     assert cli.main(["compare"]) == 0
@@ -88,7 +88,7 @@ def test_rank_fractions_and_test_subset_reach_compare(captured_compare, tmp_path
 def test_bad_input_exits_2_naming_the_problem(argv, words, capsys, tmp_path, monkeypatch):
     import importlib
 
-    compare_mod = importlib.import_module("bioplastic.training.compare")
+    from bioplastic.training import comparison as compare_mod
     monkeypatch.setattr(compare_mod, "_trainer", _no_training)
     with pytest.raises(SystemExit) as info:
         cli.main([*argv, "--out", str(tmp_path / "out"), "--device", "cpu"])
@@ -158,7 +158,7 @@ def test_real_command_end_to_end(tmp_path):
 def test_verbosity_flags_work_before_and_after_the_command(argv, level, captured_compare, tmp_path):
     import logging
 
-    loggers = [logging.getLogger(n) for n in ("bioplastic", "bioplastic.cli", "bioplastic.training.compare")]
+    loggers = [logging.getLogger(n) for n in ("bioplastic", "bioplastic.cli", "bioplastic.training.comparison")]
     saved = [lg.level for lg in loggers]
     try:
         for lg in loggers:

@@ -594,7 +594,7 @@ def find_data(data_path: str | os.PathLike | None) -> tuple[Path | None, Path | 
     FileNotFoundError
         ``data_path`` is given but does not exist.
     """
-    from bioplastic.training.compare import SHARED_DATA_VARIABLE
+    from bioplastic.training.comparison import SHARED_DATA_VARIABLE
 
     if data_path is None:
         env = os.environ.get(SHARED_DATA_VARIABLE)

@@ -50,6 +50,9 @@ from bioplastic import io
 
 log = logging.getLogger(__name__)
 
+LOW_RANK_RULES = ("ldfa", "direct_ldfa")
+"""Rules that take a feedback ``rank`` and a ``feedback_learning`` mode (one ``rule`` label per mode)."""
+
 NO_RANK = -1
 """Value of the ``rank`` coordinate for rules that have no feedback rank (full feedback)."""
 

@@ -22,7 +22,7 @@ import bioplastic
 from bioplastic import io
 from bioplastic.training import results as R
 
-compare_mod = importlib.import_module("bioplastic.training.compare")
+from bioplastic.training import comparison as compare_mod
 LAYERS = ["net.0", "net.2", "net.4"]
 
 
@@ -654,7 +654,7 @@ def test_rule_option_of_one_feedback_mode_names_the_run_and_suggests_restricting
 def test_refusal_to_drop_runs_comes_before_resuming_and_log_is_plural_aware(engine, digits_spec, tmp_path, caplog):
     import logging
 
-    caplog.set_level(logging.INFO, logger="bioplastic.training.compare")
+    caplog.set_level(logging.INFO, logger="bioplastic.training.comparison")
     small(digits_spec, tmp_path / "out", rules=["bp", "fa"], seeds=[0], epochs=1)
     assert "bp-s0: ok after 1 epoch," in caplog.text and "1 epochs" not in caplog.text
     caplog.clear()
@@ -713,7 +713,7 @@ def test_model_file_whose_configuration_cannot_be_rebuilt_is_named(tmp_path):
 def test_unwritable_out_is_one_line_error_before_training(tmp_path):
     import importlib
 
-    C = importlib.import_module("bioplastic.training.compare")
+    from bioplastic.training import comparison as C
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -22,7 +22,7 @@ from bioplastic.training import results as R
 
 from tests.training.test_compare import FakeEngine, engine, digits_spec, small  # noqa: F401 (fixtures)
 
-compare_mod = importlib.import_module("bioplastic.training.compare")
+from bioplastic.training import comparison as compare_mod
 TINY = dict(rules=["bp", "fa"], seeds=[0], epochs=2, dataset="digits", device="cpu", progress=False)
 
 

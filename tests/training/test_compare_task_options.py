@@ -16,7 +16,7 @@ import bioplastic
 from bioplastic.data import load_dataset, select_classes
 from tests.training.test_compare import FakeEngine
 
-compare_mod = importlib.import_module("bioplastic.training.compare")
+from bioplastic.training import comparison as compare_mod
 
 
 class RecordingEngine(FakeEngine):

@@ -12,7 +12,7 @@ from bioplastic.training import results as R
 from bioplastic.training.plots import display_name
 from tests.training.test_compare import digits_spec, engine, small  # noqa: F401  (fixtures)
 
-compare_mod = importlib.import_module("bioplastic.training.compare")
+from bioplastic.training import comparison as compare_mod
 
 
 def test_default_comparison_includes_the_synapse_local_rule():

@@ -1,4 +1,5 @@
-"""``compare``: train several learning rules side by side and collect the results as an xarray Dataset.
+"""The comparison grid: :func:`compare` trains several learning rules side by side and collects the results
+as an xarray Dataset.
 
 The main job of bioplastic (``bioplastic compare`` on the command line): backprop, feedback alignment,
 direct feedback alignment, sign symmetry and LDFA (Hanut & Kadmon 2025, arXiv:2502.20580) at several
@@ -11,7 +12,7 @@ Layout of the output folder ``out``::
     out/results.nc            the comparison (see bioplastic.training.results), rewritten after every run
     out/figure.png            accuracy per epoch per rule; accuracy against rank; alignment per layer
     out/runs/<run>.nc         one finished run (the source of truth for resuming)
-    out/models/<run>.pt       the trained, converted model: state_dict + configs (see load_model)
+    out/models/<run>.pt       the trained, converted model (bioplastic.training.store: load_model)
     out/checkpoints/<run>/    the trainer's per-epoch checkpoints of the run in progress
 
 ``<run>`` is ``<rule label>-r<rank>-s<seed>`` (``<rule label>-f<fraction>-s<seed>`` for a relative rank,
@@ -26,7 +27,6 @@ import json
 import logging
 import numbers
 import os
-import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -39,13 +39,11 @@ import xarray as xr
 from bioplastic import io
 from bioplastic._checks import check_choice, check_device, check_positive_int
 from bioplastic.training import results as _results
-from bioplastic.training.results import (NO_RANK, check_rank_fraction, fraction_rank, rank_fraction_of, run_id,
-                                         run_label)
+from bioplastic.training.results import (LOW_RANK_RULES, NO_RANK, check_rank_fraction, fraction_rank,
+                                         rank_fraction_of, run_id, run_label)
+from bioplastic.training.store import list_models, load_model, save_model
 
 log = logging.getLogger(__name__)
-
-LOW_RANK_RULES = ("ldfa", "direct_ldfa")
-"""Rules that take a feedback ``rank`` and a ``feedback_learning`` mode."""
 
 DEFAULT_RULES = ("bp", "fa", "dfa", "sign_symmetry", "ldfa")
 DEFAULT_RANKS = (1, 3, 10)
@@ -123,12 +121,6 @@ def _is_main_process() -> bool:
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    from bioplastic.training.checkpoint import torch_save
-
-    io.atomic_write(path, lambda tmp: torch_save(obj, tmp))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -578,8 +570,9 @@ warmup_epochs, amp, compile : optional
                                 100 * chance[1], 100 * chance[0], _results.CHANCE_STANDARD_ERRORS)
                 if writer:
                     if keep_models:
-                        _atomic_torch_save({**_model_record(result, run, configs[run], data.input_shape),
-                                            "status": status}, out_dir / "models" / f"{run.id}.pt")
+                        save_model(out_dir, result, configs[run], rule=run.rule,
+                                   feedback_learning=run.feedback_learning, rank=run.rank, seed=run.seed,
+                                   input_shape=data.input_shape, status=status)
                     io.save(ds, out_dir / "runs" / f"{run.id}.nc")
                     if ckpt is not None and ckpt.exists():
                         shutil.rmtree(ckpt)
@@ -757,149 +750,6 @@ def _check_model_fits(model: torch.nn.Module, data: Any, spec: Mapping[str, Any]
     if y.ndim != 2 or y.shape[1] != data.n_classes:
         raise ValueError(f"model spec {spec.get('name', '?')!r} gives outputs of shape {tuple(y.shape[1:])}, "
                          f"dataset {data.name!r} has {data.n_classes} classes")
-
-
-def _model_record(result: Any, run: _Run, config: Any, input_shape: Sequence[int]) -> dict[str, Any]:
-    from bioplastic import __version__
-
-    model = result.model
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    state = model.state_dict()  # the trainer returns the model on CPU
-    return {
-        "state_dict": state, "train_config": _jsonable(config.to_dict()), "rule": run.rule,
-        "feedback_learning": run.feedback_learning, "rank": run.rank, "seed": run.seed, "label": run.label,
-        "status": str(result.status), "bioplastic_version": __version__,
-        "input_shape": [int(n) for n in input_shape],  # one input's shape: direct rules on convs need it to rebuild
-    }
-
-
-_MODEL_FILE = re.compile(
-    r"^(?P<label>[A-Za-z0-9_]+?)(?:-r(?P<rank>\d+)|-f(?P<fraction>[0-9.]+))?-s(?P<seed>\d+)\.pt$")
-
-
-def list_models(out: str | os.PathLike) -> list[tuple[str, int, int]]:
-    """The saved models of a comparison, as (rule label, rank, seed) triples (rank -1: no rank; a relative
-    rank as its :func:`~bioplastic.training.results.fraction_rank` code)."""
-    found = []
-    for path in sorted((Path(out) / "models").glob("*.pt")):
-        m = _MODEL_FILE.match(path.name)
-        if m:
-            if m["fraction"]:
-                try:
-                    rank = fraction_rank(float(m["fraction"]))
-                except ValueError:
-                    continue
-            else:
-                rank = int(m["rank"]) if m["rank"] else NO_RANK
-            found.append((m["label"], rank, int(m["seed"])))
-    # numerically: rule label, then no rank, absolute ranks (1, 3, 10), relative ranks by fraction, then seed
-    def order(item: tuple[str, int, int]) -> tuple:
-        label, rank, seed = item
-        fraction = rank_fraction_of(rank)
-        kind = 0 if rank == NO_RANK else 1 if fraction is None else 2
-        return label, kind, fraction if fraction is not None else rank, seed
-
-    return sorted(found, key=order)
-
-
-def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed: int = 0, *,
-               feedback_learning: str | None = None, rank_fraction: float | None = None,
-               map_location: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load a model trained by :func:`compare` (the converted module, trained weights, eval mode).
-
-    Parameters
-    ----------
-    out : path-like
-        The comparison's output folder (models are in ``out/models/<run>.pt``).
-    rule : str
-        A rule label of the results (``"bp"``, ``"ldfa_normative"``, ``"ldfa_fixed"``) or a rule name
-        (``"ldfa"``) with ``feedback_learning``. ``"ldfa"`` alone means the adaptive ``"ldfa_normative"``
-        when that run exists (or the only LDFA label present).
-    rank : int, optional
-        Feedback rank of low-rank rules; may be omitted when only one rank was trained.
-    seed : int
-        The run's seed.
-    feedback_learning : str, optional
-        With a rule name: which LDFA variant.
-    rank_fraction : float, optional
-        A relative rank (``compare(rank_fractions=...)``) instead of ``rank``.
-    map_location : str or torch.device
-        Where to put the weights.
-
-    Returns
-    -------
-    torch.nn.Module
-        ``bioplastic.convert(build_model(spec), rules.make(rule, **rule_options))`` with the trained
-        ``state_dict`` loaded, in eval mode. ``model.bioplastic_run`` holds the run's metadata
-        (train_config, rule, rank, seed, status).
-
-    Raises
-    ------
-    FileNotFoundError
-        No such run in ``out/models`` (the message lists the saved runs).
-    ValueError
-        Ambiguous ``rule`` / ``rank`` (the message lists the candidates), a corrupt model file or one whose
-        weights do not fit the rebuilt model (the message names the file).
-    """
-    from bioplastic import __version__
-    from bioplastic import rules as rules_mod
-    from bioplastic.architectures.spec import build_model, load_spec
-    from bioplastic.nn import convert
-
-    if rank_fraction is not None:
-        if rank is not None:
-            raise ValueError(f"give rank or rank_fraction, not both (got rank={rank}, rank_fraction={rank_fraction})")
-        rank = fraction_rank(rank_fraction)
-    saved = list_models(out)
-    label = run_label(rule, feedback_learning)
-    labels = sorted({s[0] for s in saved})
-    if label not in labels and feedback_learning is None and rule in LOW_RANK_RULES:
-        candidates = [lab for lab in labels if lab.startswith(rule + "_")
-                      and lab[len(rule) + 1:] in rules_mod.FEEDBACK_LEARNING]
-        if run_label(rule, "normative") in candidates:
-            label = run_label(rule, "normative")
-        elif len(candidates) == 1:
-            label = candidates[0]
-        elif candidates:
-            raise ValueError(f"rule {rule!r} is ambiguous in {out}: give feedback_learning or one of {candidates}")
-    if rank is None:
-        rank_options = sorted({s[1] for s in saved if s[0] == label and s[2] == seed})
-        if len(rank_options) > 1:
-            raise ValueError(f"several ranks {rank_options} saved for {label!r}, seed {seed}: give rank")
-        rank = rank_options[0] if rank_options else NO_RANK
-    path = Path(out) / "models" / f"{run_id(label, int(rank), int(seed))}.pt"
-    if not path.exists():
-        listing = ", ".join(run_id(*s) for s in saved) or "none"
-        raise FileNotFoundError(f"no saved model {path}; saved runs: {listing}")
-    try:
-        record = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated / foreign files
-        raise ValueError(f"cannot read model file {path}: {exc}") from exc
-    cfg = record["train_config"]
-    trainer = _trainer()
-    with torch.random.fork_rng(devices=[]):  # building draws random weights: leave the caller's RNG alone
-        plain = build_model(cfg["model"])
-        rule_obj = rules_mod.make(cfg["rule"], **cfg.get("rule_options", {}))
-        try:  # the trainer's conversion: the spec's [rule] exclude / ranks / output layer
-            options = trainer.conversion_options(load_spec(cfg["model"]), plain, rule_obj, exclude=cfg.get("exclude"),
-                                                 ranks=cfg.get("ranks"))
-        except (TypeError, ValueError) as exc:  # a configuration this version cannot rebuild: say so
-            raise ValueError(f"model file {path}: cannot rebuild its conversion from the stored configuration "
-                             f"(saved by bioplastic {record.get('bioplastic_version', '?')}, this is "
-                             f"{__version__}): {exc}") from exc
-        if "input_shape" in record:  # the direct rules size D / Q of conv layers from an example input
-            options["example_input"] = torch.zeros(2, *record["input_shape"])
-        module = convert(plain, rule_obj, **options)
-    try:
-        module.load_state_dict(record["state_dict"])
-    except RuntimeError as exc:
-        raise ValueError(f"model file {path} does not fit the model rebuilt from its configuration (saved by "
-                         f"bioplastic {record.get('bioplastic_version', '?')}, this is {__version__}): {exc}") from exc
-    module.to(map_location)
-    module.eval()
-    module.bioplastic_run = {k: v for k, v in record.items() if k != "state_dict"}
-    return module
 
 
 __all__ = ["compare", "load_model", "list_models", "LOW_RANK_RULES", "DEFAULT_RULES", "DEFAULT_RANKS",
