@@ -156,20 +156,7 @@ def compare(
     model: str | os.PathLike | Mapping[str, Any] | None = None,
     data_path: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    optimizer: str | None = None,
-    weight_decay: float | None = None,
-    feedback_lr: float | None = None,
-    feedback_weight_decay: float | None = None,
-    schedule: str | None = None,
-    warmup_epochs: float | None = None,
-    amp: bool | None = None,
-    compile: bool | None = None,
-    device: str = "auto",
-    max_train: int | None = None,
     max_test: int | None = None,
-    alignment: bool = True,
     rule_options: Mapping[str, Any] | None = None,
     train_options: Mapping[str, Any] | None = None,
     progress: bool = True,
@@ -178,6 +165,7 @@ def compare(
     classes: int | Sequence[int] | str | None = None,
     model_options: Mapping[str, Any] | None = None,
     dataset_options: Mapping[str, Any] | None = None,
+    **config_options: Any,
 ) -> xr.Dataset:
     """Train learning rules side by side on one task and return the results as an xarray Dataset.
 
@@ -231,25 +219,16 @@ def compare(
         Folder or zip files of a dataset that is not embedded (``cifar10``).
     cache_dir : path-like, optional
         Where ``cifar10`` caches its decoded images (default :func:`bioplastic.data.cifar10.default_cache_dir`).
-    batch_size, lr, optimizer, weight_decay, feedback_lr, feedback_weight_decay, schedule, \
-warmup_epochs, amp, compile : optional
-        Training recipe (see :class:`bioplastic.training.TrainConfig`); None takes the model spec's
-        ``[training]`` value, else the ``TrainConfig`` default.
-    device : str
-        Torch device, e.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``"auto"``: CUDA where available, else
-        CPU (resolved here and stored, so a resumed comparison must run on the same kind of device).
     max_train : int, optional
         Train on a fixed random subset of ``max_train`` training examples (the same for every run).
     max_test : int, optional
         Evaluate on the first ``max_test`` test examples (the loaders' fixed order holds every class in
         any prefix); part of each run's identity when resuming.
-    alignment : bool
-        Measure per-layer alignment with backprop after every epoch (:func:`bioplastic.nn.alignment`).
     rule_options : mapping, optional
         Extra options for :func:`bioplastic.rules.make` applied to every low-rank run (e.g.
         ``{"reinit_every": 100, "error_clamp": 1.0}``).
     train_options : mapping, optional
-        Any further :class:`TrainConfig` fields.
+        :class:`~bioplastic.training.config.TrainConfig` fields, as a mapping (the same as keywords).
     progress : bool
         One tqdm progress bar over the epochs of all runs (a widget in Jupyter with ``ipywidgets``).
     keep_models : bool
@@ -272,6 +251,16 @@ warmup_epochs, amp, compile : optional
         ``{"n_classes": 40}`` for ``dataset="teacher"``; the model's output layer follows the loaded
         dataset's number of classes and, for flat inputs, its input layer the input size (unless
         ``model_options`` sets them). Part of each run's identity.
+    **config_options
+        Any field of :class:`~bioplastic.training.config.TrainConfig` other than ``model``, ``rule``,
+        ``rule_options`` and ``seed`` (which compare sets per run): the recipe (``batch_size``, ``lr``,
+        ``optimizer``, ``weight_decay``, ``feedback_lr``, ``feedback_weight_decay``, ``feedback_optimizer``,
+        ``schedule``, ``warmup_epochs``, ``label_smoothing``, ``augment``, ``grad_clip``, ``momentum``;
+        unset: the model spec's ``[training]`` value, else the built-in default), ``amp``, ``amp_dtype``,
+        ``compile``, ``max_train``, ``alignment`` (per-layer alignment with backprop after every epoch,
+        :func:`bioplastic.nn.alignment`; default True), ``eval_batch_size``, ``alignment_batch`` and
+        ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``"auto"``, the default: CUDA where available, else
+        CPU, resolved here and stored, so a resumed comparison must run on the same kind of device).
 
     Returns
     -------
@@ -340,9 +329,6 @@ warmup_epochs, amp, compile : optional
         raise ValueError(f"rules {low_rank} need at least one feedback learning mode; allowed: "
                          + ", ".join(rules_mod.FEEDBACK_LEARNING))
     check_choice("dataset", dataset, DATASETS)
-    device = check_device(device)
-    if max_train is not None:
-        check_positive_int("max_train", max_train)
     if max_test is not None:
         check_positive_int("max_test", max_test)
     spec = _jsonable(load_spec(DEFAULT_MODELS[dataset] if model is None else model))
@@ -352,14 +338,8 @@ warmup_epochs, amp, compile : optional
 
     trainer = _trainer()
     field_names = {f.name for f in dataclasses.fields(trainer.TrainConfig)}
-    explicit = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-        "weight_decay": weight_decay, "feedback_lr": feedback_lr,
-        "feedback_weight_decay": feedback_weight_decay, "schedule": schedule,
-        "warmup_epochs": warmup_epochs, "amp": amp, "compile": compile, "device": device,
-        "max_train": max_train, "alignment": alignment,
-    }
-    for key, value in dict(train_options or {}).items():
+    explicit = {"epochs": epochs}
+    for key, value in [*config_options.items(), *dict(train_options or {}).items()]:
         if key in _PER_RUN_FIELDS:
             raise ValueError(f"train_options may not set {key!r}; compare sets it per run")
         explicit[key] = value
@@ -368,6 +348,9 @@ warmup_epochs, amp, compile : optional
         raise ValueError(f"unknown training options {unknown}; TrainConfig fields: {sorted(field_names)}")
     if epochs is not None:
         check_positive_int("epochs", epochs)
+    if explicit.get("max_train") is not None:
+        check_positive_int("max_train", explicit["max_train"])
+    explicit["device"] = check_device(explicit.get("device") or "auto")  # "auto" resolved once, for every run
     # None: TrainConfig takes the spec's [training] recipe, else its own defaults.
     base = {k: v for k, v in explicit.items() if v is not None}
     if dataset == "cifar10" and data_path is None:
