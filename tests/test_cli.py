@@ -203,3 +203,43 @@ def test_cli_device_without_cuda_names_the_cli_flag(capsys):
     with pytest.raises(SystemExit) as info:
         main(["compare", "--rules", "bp", "--dataset", "digits", "--epochs", "1", "--device", "cuda"])
     assert info.value.code == 2 and "--device cpu" in capsys.readouterr().err
+
+
+def _compare_parser():
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    return sub.choices["compare"]
+
+
+def test_every_trainconfig_option_has_a_flag_that_reaches_compare(captured_compare, tmp_path):
+    """The recipe flags come from TrainConfig's fields: each one is parsed with its field's type and reaches
+    compare, as a named keyword or in train_options (a new TrainConfig option needs no edit in the CLI)."""
+    from bioplastic.training.config import config_options
+
+    samples = {int: ("7", 7), float: ("0.5", 0.5), str: ("cpu", "cpu")}
+    for f in config_options():
+        meta = f.metadata
+        flag = "--" + f.name.replace("_", "-")
+        if meta["type"] is bool:
+            argv, value = [f"--no-{f.name.replace('_', '-')}"], False
+        elif meta["choices"]:
+            argv, value = [flag, meta["choices"][-1]], meta["choices"][-1]
+        else:
+            text, value = samples[meta["type"]]
+            argv = [flag, text]
+        captured_compare.clear()
+        assert cli.main(["compare", "--out", str(tmp_path), *argv]) == 0
+        got = captured_compare[f.name] if meta["keyword"] else captured_compare["train_options"][f.name]
+        assert got == value, f.name
+
+
+def test_help_names_each_default_at_most_once_and_every_option_has_help():
+    parser = _compare_parser()
+    formatter = cli._HelpFormatter("bioplastic compare")
+    for action in parser._actions:
+        if action.option_strings == ["-h", "--help"]:
+            continue
+        text = formatter._expand_help(action)
+        assert text.strip(), action.option_strings
+        assert text.count("default:") <= 1, (action.option_strings, text)
+        assert "(default: None)" not in text, action.option_strings
