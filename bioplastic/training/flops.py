@@ -321,6 +321,7 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
     """
     from bioplastic import io
     from bioplastic.architectures import build_model, load_spec
+    from bioplastic.training.results import LOW_RANK_RULES, upgrade_results
 
     if target not in ("bp", "own"):
         raise ValueError(f"unknown target {target!r}; allowed: 'bp', 'own'")
@@ -342,6 +343,7 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
     base_rules = [str(v) for v in curves["base_rule"].values] if "base_rule" in curves else labels
     fls = [str(v) for v in curves["feedback_learning"].values] if "feedback_learning" in curves else [""] * len(labels)
     ranks = [int(r) for r in curves["rank"].values]
+    fractions = upgrade_results(curves)["rank_fraction"].values
     if target == "bp":
         if "bp" not in labels:
             raise ValueError("target 'bp' needs a 'bp' run in the curves file")
@@ -357,8 +359,9 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
             run_cfg = _run_config(curves, i, j)
             if run_cfg is not None:  # the run's own rule and options (e.g. rank_fraction)
                 model = convert_like_training(spec, plain, run_cfg["rule"], **(run_cfg.get("rule_options") or {}))
-            elif base in ("ldfa", "direct_ldfa") and r > 0:
-                model = convert_like_training(spec, plain, base, rank=r, **({"feedback_learning": fl} if fl else {}))
+            elif base in LOW_RANK_RULES and (r > 0 or np.isfinite(fractions[j])):
+                size = {"rank": r} if r > 0 else {"rank_fraction": float(fractions[j])}
+                model = convert_like_training(spec, plain, base, **size, **({"feedback_learning": fl} if fl else {}))
             else:
                 model = convert_like_training(spec, plain, base)
             flops[i, j] = count_step_flops(model, x, y)["total"]
