@@ -293,9 +293,15 @@ def compare(
 
     Examples
     --------
-    >>> ds = bioplastic.compare(rules=["bp", "fa", "ldfa"], ranks=[1, 10], seeds=[0, 1], epochs=2,
-    ...                         dataset="mnist", out="runs/mnist")          # doctest: +SKIP
-    >>> ds.test_accuracy.isel(epoch=-1).mean("seed").to_pandas()           # doctest: +SKIP
+    A small comparison on scikit-learn's digits (seconds; nothing written without ``out``):
+
+    >>> import bioplastic
+    >>> ds = bioplastic.compare(rules=["bp", "ldfa"], ranks=[2], feedback_learning=["fixed"], epochs=1,
+    ...                         dataset="digits", max_train=300, device="cpu", progress=False)
+    >>> [str(r) for r in ds["rule"].values], [str(r) for r in ds["rank_label"].values]
+    (['bp', 'ldfa_fixed'], ['-', '2'])
+    >>> ds.test_accuracy.isel(epoch=-1).mean("seed").dims
+    ('rule', 'rank')
     """
     from bioplastic import rules as rules_mod
     from bioplastic.architectures.spec import build_model, load_spec

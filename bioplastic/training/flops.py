@@ -86,8 +86,8 @@ def count_step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict
     >>> import torch, torch.nn as nn
     >>> from bioplastic.training.flops import count_step_flops
     >>> x, y = torch.randn(4, 3, requires_grad=True), torch.tensor([0, 1, 0, 1])
-    >>> count_step_flops(nn.Linear(3, 2), x, y)["weight_layers"]  # forward, weight and input gradient
-    72
+    >>> count_step_flops(nn.Linear(3, 2), x, y)["weight_layers"]  # 3 x 2 N in out: forward, weight, input grad
+    144
     """
     model.train()
     with FlopCounterMode(display=False, custom_mapping=_ATTENTION_OPS) as counter:

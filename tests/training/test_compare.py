@@ -20,6 +20,7 @@ import xarray as xr
 
 import bioplastic
 from bioplastic import io
+from bioplastic.testing import assert_results_equal
 from bioplastic.training import results as R
 
 from bioplastic.training import comparison as compare_mod
@@ -224,7 +225,7 @@ def test_rank_fractions_are_relative_ranks_in_the_rank_dim(engine, digits_spec, 
     n = len(engine.calls)
     again = small(digits_spec, tmp_path / "out", ranks=[4], rank_fractions=[0.25, 0.5], seeds=[0])
     assert len(engine.calls) == n
-    xr.testing.assert_identical(ds.drop_vars("wall_time"), again.drop_vars("wall_time"))
+    assert_results_equal(ds, again)
     small(digits_spec, tmp_path / "out", ranks=[4], rank_fractions=[0.125, 0.25, 0.5], seeds=[0])
     assert len(engine.calls) == n + 2
 
@@ -356,10 +357,9 @@ def test_interrupt_keeps_finished_runs_and_resume_equals_uninterrupted(engine, d
     engine.fail_at = None
     resumed = small(digits_spec, tmp_path / "out", seeds=[0], ranks=[4])
     assert len(engine.calls) == n_runs - 2  # finished runs skipped
-    xr.testing.assert_identical(resumed.drop_vars(list(R.WALL_CLOCK_VARIABLES)),
-                                reference.drop_vars(list(R.WALL_CLOCK_VARIABLES)))
+    assert_results_equal(resumed, reference)
     on_disk = bioplastic.training.load_results(tmp_path / "out")
-    xr.testing.assert_identical(on_disk.drop_vars("wall_time"), reference.drop_vars("wall_time"))
+    assert_results_equal(on_disk, reference)
 
     engine.calls.clear()  # a third call trains nothing
     small(digits_spec, tmp_path / "out", seeds=[0], ranks=[4])
@@ -575,7 +575,7 @@ def test_real_engine_interrupted_mid_run_resumes_from_its_checkpoint(tmp_path, m
 
     monkeypatch.setattr(compare_mod, "_trainer", lambda: real)
     resumed = bioplastic.compare(out=tmp_path / "out", **kw)
-    xr.testing.assert_identical(resumed.drop_vars("wall_time"), reference.drop_vars("wall_time"))
+    assert_results_equal(resumed, reference)
     # the weights too, not only the curves
     a = bioplastic.training.load_model(tmp_path / "out", "ldfa", 2).state_dict()
     b = bioplastic.training.load_model(tmp_path / "ref", "ldfa", 2).state_dict()

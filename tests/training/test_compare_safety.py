@@ -18,6 +18,7 @@ import xarray as xr
 
 import bioplastic
 from bioplastic import io
+from bioplastic.testing import assert_results_equal
 from bioplastic.training import results as R
 
 from tests.training.test_compare import FakeEngine, engine, digits_spec, small  # noqa: F401 (fixtures)
@@ -89,7 +90,7 @@ def test_flagged_runs_are_finished_not_retrained(engine, digits_spec, tmp_path, 
     fake.calls.clear()
     again = small(digits_spec, tmp_path / "out", rules=["bp", "fa"], seeds=[0])
     assert fake.calls == []
-    xr.testing.assert_identical(again.drop_vars("wall_time"), first.drop_vars("wall_time"))
+    assert_results_equal(again, first)
     # a later comparison without fa would drop the at_chance run: refused like a finished one
     with pytest.raises(ValueError, match="fa-s0"):
         small(digits_spec, tmp_path / "out", rules=["bp"], seeds=[0])
@@ -148,7 +149,7 @@ def test_second_compare_into_the_same_out_refuses_naming_the_first(tmp_path, cap
     assert first.returncode == 0, stderr
     assert not lock.exists()  # released
     reference = bioplastic.compare(out=tmp_path / "ref", **{**TINY, "epochs": 3})
-    xr.testing.assert_identical(R.load_results(out).drop_vars("wall_time"), reference.drop_vars("wall_time"))
+    assert_results_equal(R.load_results(out), reference)
 
 
 # ------------------------------------------------------------------------------ no space left
@@ -215,7 +216,7 @@ def test_disk_full_is_one_line_naming_the_file_no_partial_file_and_finished_runs
 
     monkeypatch.undo()  # space again: the same command resumes to the uninterrupted result
     resumed = bioplastic.compare(out=out, figure=False, **TINY)
-    xr.testing.assert_identical(resumed.drop_vars("wall_time"), reference.drop_vars("wall_time"))
+    assert_results_equal(resumed, reference)
 
 
 def test_checkpoint_left_by_a_kill_after_the_run_was_saved_is_removed_on_resume(engine, digits_spec, tmp_path):
