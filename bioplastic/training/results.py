@@ -108,7 +108,7 @@ feedback-learning mode: ``"yes"`` (backprop's ``delta W``; ``normative`` LDFA fi
 gets ``W``'s own local update; LDFA ``fixed``: random ``P, Q``; ``q_only``: ``Q`` learns from the feedback
 units' activity ``delta P`` and the layer's input ``h``, ``P`` fixed random; ``local`` and ``oja``: ``P`` and
 ``Q`` learn from signals at their own synapses, see ``docs/rules.md``). Hanut & Kadmon (2025,
-arXiv:2502.20580); science notes section 2."""
+arXiv:2502.20580)."""
 
 
 def weight_transport(label: str) -> str:

@@ -105,17 +105,9 @@ class FakeEngine:
 
 @pytest.fixture
 def engine(monkeypatch):
-    """Install a FakeEngine; fall back to the contract's rule names while the rule core is absent."""
-    from bioplastic import rules
-
+    """Install a FakeEngine (the real rules validate the grid's options)."""
     fake = FakeEngine()
     monkeypatch.setattr(compare_mod, "_trainer", lambda: fake)
-    if not hasattr(rules, "make"):  # rule core not written yet: the contract's names
-        names = ("bp", "fa", "dfa", "sign_symmetry", "kolen_pollack", "ldfa", "direct_ldfa")
-        fls = ("fixed", "q_only", "normative", "local", "oja")
-        monkeypatch.setattr(rules, "RULE_NAMES", names, raising=False)
-        monkeypatch.setattr(rules, "FEEDBACK_LEARNING", fls, raising=False)
-        monkeypatch.setattr(rules, "make", lambda name, **kw: (name, kw), raising=False)
     return fake
 
 
