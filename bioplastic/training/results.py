@@ -105,9 +105,8 @@ WEIGHT_TRANSPORT = {
 """Whether a rule's feedback reads the forward weights ``W`` (weight transport), by rule name or LDFA
 feedback-learning mode: ``"yes"`` (backprop's ``delta W``; ``normative`` LDFA fits ``P Q`` to ``W``),
 ``"sign"`` (sign symmetry reads ``sign(W)``) or ``"no"`` (FA, DFA: fixed random feedback; Kolen-Pollack: ``B``
-gets ``W``'s own local update; LDFA ``fixed``: random ``P, Q``; ``q_only``: ``Q`` learns from the feedback
-units' activity ``delta P`` and the layer's input ``h``, ``P`` fixed random; ``local`` and ``oja``: ``P`` and
-``Q`` learn from signals at their own synapses, see ``docs/rules.md``). Hanut & Kadmon (2025,
+gets ``W``'s own local update; the other LDFA modes learn from signals at their own synapses). What each LDFA
+mode learns: the table in ``docs/rules.md`` ("LDFA feedback learning"). Hanut & Kadmon (2025,
 arXiv:2502.20580)."""
 
 
