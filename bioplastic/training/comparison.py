@@ -41,6 +41,7 @@ from bioplastic._checks import check_choice, check_device, check_positive_int
 from bioplastic.training import results as _results
 from bioplastic.training.results import (LOW_RANK_RULES, NO_RANK, check_rank_fraction, fraction_rank,
                                          rank_fraction_of, run_id, run_label)
+from bioplastic.training.evaluation import check_model_fits
 from bioplastic.training.store import list_models, load_model, save_model
 
 log = logging.getLogger(__name__)
@@ -430,7 +431,7 @@ def compare(
         data = select_classes(data, class_list)
     if max_test is not None and max_test < len(data.y_test):
         data = dataclasses.replace(data, x_test=data.x_test[:max_test], y_test=data.y_test[:max_test])
-    _check_model_fits(probe, data, spec)
+    check_model_fits(probe, str(spec.get("name", "?")), data)  # before any training
     del probe
 
     def config_of(run: _Run):
@@ -725,20 +726,6 @@ def _diff(old: str | None, new: str) -> str:
     a, b = json.loads(old), json.loads(new)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return "differs in " + ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)
-
-
-def _check_model_fits(model: torch.nn.Module, data: Any, spec: Mapping[str, Any]) -> None:
-    """Run two training examples through the model: input shape and number of outputs must fit."""
-    x = data.transform(data.x_train[:2])
-    try:
-        with torch.no_grad():
-            y = model.eval()(x)
-    except RuntimeError as exc:
-        raise ValueError(f"model spec {spec.get('name', '?')!r} does not accept {data.name} inputs of shape "
-                         f"{tuple(x.shape[1:])}: {exc}") from None
-    if y.ndim != 2 or y.shape[1] != data.n_classes:
-        raise ValueError(f"model spec {spec.get('name', '?')!r} gives outputs of shape {tuple(y.shape[1:])}, "
-                         f"dataset {data.name!r} has {data.n_classes} classes")
 
 
 __all__ = ["compare", "load_model", "list_models", "LOW_RANK_RULES", "DEFAULT_RULES", "DEFAULT_RANKS",
