@@ -21,7 +21,7 @@ What this script measures, for each model spec (default ``cnn_small`` and ``vit_
   90% of the final accuracy of BP (``--target bp``, one common target) or of each run itself (``--target
   own``), epochs interpolated linearly.
 
-Models are converted exactly as in training (:func:`bioplastic.training.trainer.conversion_options`): the
+Models are converted exactly as in training (:func:`bioplastic.training.config.conversion_options`): the
 spec's ``[rule]`` table gives ``exclude`` (e.g. the ViT's patch embedding on backprop), ``output_layer`` and
 ``rank_multipliers`` (the fused qkv Linear gets rank 3 r).
 

@@ -35,7 +35,7 @@ from bioplastic import io
 from bioplastic.data import load_dataset
 from bioplastic.nn import feedback_layers
 from bioplastic.nn.diagnostics import largest_principal_angle, matrix_angle
-from bioplastic.training.trainer import TrainConfig, train
+from bioplastic.training import TrainConfig, train
 
 log = logging.getLogger("feedback_convergence")
 
