@@ -152,13 +152,7 @@ class TrainConfig:
 
         spec = _resolve_spec(self.model)
         object.__setattr__(self, "model", spec)
-        recipe = dict(spec.get("training", {}) or {})
-        unknown = sorted(set(recipe) - set(RECIPE_DEFAULTS))
-        if unknown:
-            raise ValueError(
-                f"model spec {spec.get('name')!r}: unknown keys {unknown} in its [training] table; "
-                f"allowed: {', '.join(RECIPE_DEFAULTS)}"
-            )
+        recipe = _spec_table(spec, "training", RECIPE_DEFAULTS)
         for key, default in RECIPE_DEFAULTS.items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, recipe.get(key, default))
@@ -302,13 +296,16 @@ def rule_table(spec: Mapping[str, Any]) -> dict[str, Any]:
     ValueError
         Keys other than :data:`RULE_TABLE_KEYS` (the message lists them).
     """
-    table = dict(spec.get("rule", {}) or {})
-    unknown = sorted(set(table) - set(RULE_TABLE_KEYS))
+    return _spec_table(spec, "rule", RULE_TABLE_KEYS)
+
+
+def _spec_table(spec: Mapping[str, Any], name: str, allowed: Sequence[str]) -> dict[str, Any]:
+    """The spec's ``[name]`` table (empty if none); a ValueError lists unknown and allowed keys."""
+    table = dict(spec.get(name, {}) or {})
+    unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise ValueError(
-            f"model spec {spec.get('name')!r}: unknown keys {unknown} in its [rule] table; "
-            f"allowed: {', '.join(RULE_TABLE_KEYS)}"
-        )
+        raise ValueError(f"model spec {spec.get('name')!r}: unknown keys {unknown} in its [{name}] table; "
+                         f"allowed: {', '.join(allowed)}")
     return table
 
 

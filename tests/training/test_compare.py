@@ -21,6 +21,7 @@ import xarray as xr
 import bioplastic
 from bioplastic import io
 from bioplastic.testing import assert_results_equal
+from bioplastic.training.trainer import RunResult
 from bioplastic.training import results as R
 
 from bioplastic.training import comparison as compare_mod
@@ -53,18 +54,7 @@ class FakeConfig:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
-class FakeResult:
-    config: dict
-    status: str
-    epochs_completed: int
-    train_loss: np.ndarray
-    test_loss: np.ndarray
-    test_accuracy: np.ndarray
-    layers: list
-    alignment: dict
-    model: torch.nn.Module
-    seconds: float
+FakeResult = RunResult  # the engine's own result type (the fake engine fills it with made-up curves)
 
 
 class FakeEngine:
