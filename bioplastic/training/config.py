@@ -7,7 +7,7 @@ text, its command-line type and, for a *recipe* field, its built-in default. Fro
 ``bioplastic compare`` (:func:`bioplastic.cli`), so a new option is one field (and the code that uses it).
 
 Resolution happens once per configuration, on construction: the model spec (a name in ``models/``, a TOML
-path or a dict) is loaded once and stored as ``model`` (a dict), the recipe fields left at None take the
+path or a dict) is loaded once, by the ``model`` field's converter, and stored as ``model`` (a dict), the recipe fields left at None take the
 spec's ``[training]`` value or :data:`RECIPE_DEFAULTS`, low-rank rules without a rank take the spec's
 ``[rule]`` rank, and the rule object is built once (:meth:`TrainConfig.make_rule` returns it).
 :func:`bioplastic.training.train` reads the resolved values and loads nothing again.
@@ -63,11 +63,36 @@ def _option(default: Any = None, help: str = "", *, recipe: Any = _NO_DEFAULT, t
     return field(default=default, metadata=metadata)
 
 
+class _ModelSpec:
+    """The converter of ``TrainConfig.model`` (a descriptor: dataclasses pass a field's value to its
+    ``__set__``): a spec name, TOML path or dict becomes the spec dict when the field is set, in ``__init__``.
+    This is the one read of the spec of a run; a dict (what :func:`dataclasses.replace`, ``TrainConfig(**d)``
+    and :func:`bioplastic.compare` pass) is copied, not read."""
+
+    default = "mlp_mnist"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = "_" + name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, self._attr)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        from bioplastic.architectures.spec import load_spec
+
+        if value is self:  # the field's default
+            value = self.default
+        object.__setattr__(obj, self._attr, load_spec(str(value) if isinstance(value, Path) else value))
+
+    def __repr__(self) -> str:
+        return repr(self.default)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # The docstring is assembled below from the fields' metadata (see _docstring).
     model: str | dict = _option(
-        "mlp_mnist", "Spec name in ``models/`` (``\"mlp_mnist\"``, ``\"cnn_small\"`` ...), path to a TOML file, "
+        _ModelSpec(), "Spec name in ``models/`` (``\"mlp_mnist\"``, ``\"cnn_small\"`` ...), path to a TOML file, "
         "or a spec dict; stored resolved (the spec dict).", cli=None, doc_type="str or dict")
     rule: str = _option("bp", "One of :data:`bioplastic.rules.RULE_NAMES`.", cli=None, doc_type="str")
     rule_options: dict = _option(
@@ -150,8 +175,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from bioplastic import rules
 
-        spec = _resolve_spec(self.model)
-        object.__setattr__(self, "model", spec)
+        spec = self.model  # the spec dict (read once, by the field's converter _ModelSpec); no I/O here
         recipe = _spec_table(spec, "training", RECIPE_DEFAULTS)
         for key, default in RECIPE_DEFAULTS.items():
             if getattr(self, key) is None:
@@ -273,15 +297,6 @@ def _docstring() -> str:
 
 
 TrainConfig.__doc__ = _docstring()
-
-
-def _resolve_spec(model: Any) -> dict[str, Any]:
-    """The spec dict of ``model``: a dict is copied (no file read), a name or path is loaded."""
-    from bioplastic.architectures.spec import load_spec
-
-    if isinstance(model, Path):
-        model = str(model)
-    return load_spec(model)
 
 
 #: Keys a spec's ``[rule]`` table may hold (conversion suggestions read by :func:`conversion_options`).
