@@ -86,8 +86,6 @@ def test_rank_fractions_and_test_subset_reach_compare(captured_compare, tmp_path
     (["compare", "--dataset", "cifar10", "--data-path", "/no/such/cifar"], ["/no/such/cifar"]),
 ])
 def test_bad_input_exits_2_naming_the_problem(argv, words, capsys, tmp_path, monkeypatch):
-    import importlib
-
     from bioplastic.training import comparison as compare_mod
     monkeypatch.setattr(compare_mod, "_trainer", _no_training)
     with pytest.raises(SystemExit) as info:

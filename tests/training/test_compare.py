@@ -8,7 +8,6 @@ Two kinds of tests:
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import zlib
 from typing import Any
@@ -21,10 +20,10 @@ import xarray as xr
 import bioplastic
 from bioplastic import io
 from bioplastic.testing import assert_results_equal
-from bioplastic.training.trainer import RunResult
-from bioplastic.training import results as R
-
 from bioplastic.training import comparison as compare_mod
+from bioplastic.training import results as R
+from bioplastic.training.trainer import RunResult
+
 LAYERS = ["net.0", "net.2", "net.4"]
 
 
@@ -693,8 +692,6 @@ def test_model_file_whose_configuration_cannot_be_rebuilt_is_named(tmp_path):
 
 
 def test_unwritable_out_is_one_line_error_before_training(tmp_path):
-    import importlib
-
     from bioplastic.training import comparison as C
 
     blocker = tmp_path / "file"

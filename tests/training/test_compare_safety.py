@@ -5,7 +5,6 @@ Issue 16 item 13 (a run at chance level is not "ok"), issue 15 cases 9 (lock on 
 from __future__ import annotations
 
 import errno
-import importlib
 import subprocess
 import sys
 import time
@@ -19,11 +18,11 @@ import xarray as xr
 import bioplastic
 from bioplastic import io
 from bioplastic.testing import assert_results_equal
+from bioplastic.training import comparison as compare_mod
 from bioplastic.training import results as R
 
 from tests.training.test_compare import FakeEngine, engine, digits_spec, small  # noqa: F401 (fixtures)
 
-from bioplastic.training import comparison as compare_mod
 TINY = dict(rules=["bp", "fa"], seeds=[0], epochs=2, dataset="digits", device="cpu", progress=False)
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import xarray as xr
 
 from bioplastic import io
 from bioplastic.testing import assert_results_equal
