@@ -35,7 +35,7 @@ from bioplastic import io
 from bioplastic.data import load_dataset
 from bioplastic.nn import feedback_layers
 from bioplastic.nn.diagnostics import largest_principal_angle, matrix_angle
-from bioplastic.training.trainer import TrainConfig, train
+from bioplastic.training import TrainConfig, train
 
 log = logging.getLogger("feedback_convergence")
 
@@ -60,7 +60,7 @@ def layer_angles(model: torch.nn.Module) -> dict[str, dict[str, float]]:
 def from_compare(folder: Path) -> list[dict]:
     """Angles of every finished LDFA run of a ``bioplastic compare`` folder (its saved models)."""
     from bioplastic import io as bio
-    from bioplastic.training.compare import load_model
+    from bioplastic.training.store import load_model
 
     res = bio.load(folder / "results.nc")
     rows = []

@@ -10,7 +10,7 @@ import xarray as xr
 from bioplastic._checks import check_choice
 from bioplastic.theory.dynamics import FEEDBACK_LEARNING, THEORY_RULES
 from bioplastic.theory.ode import gradient_flow
-from bioplastic.theory.simulate import simulate
+from bioplastic.theory.simulation import simulate
 from bioplastic.theory.teachers import Teacher, paper_teacher, random_teacher
 
 __all__ = ["parse_rule_label", "rule_labels", "compare_rules", "teacher_from_spec", "EXECUTORS"]

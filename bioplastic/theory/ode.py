@@ -16,7 +16,7 @@ from bioplastic.theory.dynamics import (
     ErrorNormalization, FeedbackLearning, Init, Rule, feedback_operator, increments, initial_state, make_rule_spec,
     svd_feedback,
 )
-from bioplastic.theory.simulate import record_steps
+from bioplastic.theory.simulation import record_steps
 from bioplastic.theory.teachers import Teacher, as_teacher
 
 __all__ = ["gradient_flow", "saxe_mode_strength", "METHODS"]
