@@ -11,6 +11,8 @@ plot_comparison, format_table   the figure and the printed table
 TrainConfig, RunResult, train   the training engine (``bioplastic.training.trainer``)
 run_task_dimensionality, minimal_sufficient_rank   the task-dimensionality experiment and its r* estimate
     (``bioplastic.training.task_dimensionality``, docs/task_dimensionality.md)
+kolen_pollack_gap, step_learning_rates   closed form of the Kolen-Pollack gap under SGD, per step, and the
+    per-step learning rates of a run (``bioplastic.training.kolen_pollack``, docs/rules.md)
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ _LAZY = {
     "train": "bioplastic.training.trainer",
     "run_task_dimensionality": "bioplastic.training.task_dimensionality",
     "minimal_sufficient_rank": "bioplastic.training.task_dimensionality",
+    "kolen_pollack_gap": "bioplastic.training.kolen_pollack",
+    "step_learning_rates": "bioplastic.training.kolen_pollack",
 }
 
 __all__ = sorted({"compare", "list_models", "load_model"} | set(_LAZY))
