@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-epoch", default=None, metavar="LABEL",
                         help="follow each run epoch by epoch; write DIR/LABEL.nc (modes may include 'bp' and 'fixed')")
     parser.add_argument("--summarize", type=Path, default=None, help="print the table of every per-epoch file in DIR")
+    parser.add_argument("--layer", default="fc2", help="layer summarized by --summarize")
     for flag, kind in (("--optimizer", str), ("--lr", float), ("--weight-decay", float), ("--momentum", float),
                        ("--feedback-optimizer", str), ("--feedback-lr", float), ("--feedback-weight-decay", float),
                        ("--max-train", int)):
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{mode:10s} {rank:4d} {layer:5s}  " + "   ".join(cells) + f"   (n={len(sel)})")
         return 0
     if args.summarize is not None:
-        return summarize(args.summarize)
+        return summarize(args.summarize, args.layer)
     if args.out is None:
         parser.error("--out is required (unless --from-compare or --summarize)")
     dataset = load_dataset(args.dataset)

@@ -118,3 +118,21 @@ def test_paper_sizes_rank_4_oja_on_syy_integrates_both_ways():
     loss0 = float(joint.loss.isel(step=0).squeeze())
     np.testing.assert_allclose(split.loss.values, joint.loss.values, rtol=0, atol=1e-4 * loss0)
     assert float(split.mode_strength.isel(step=-1).min()) > 0.99
+
+
+def test_feedback_subspace_survives_an_eigh_failure(monkeypatch):
+    """LAPACK's eigh can fail on the low-rank Gram matrix F F^T (it did at the paper's sizes, r = 4): the top-r
+    left singular subspace then comes from the SVD of F, the same subspace."""
+    from bioplastic.theory import _results
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(12, 4, generator=g, dtype=torch.float64) @ torch.randn(4, 9, generator=g, dtype=torch.float64)
+    reference = _results._top_left(f, 3).numpy()
+
+    def failing(_):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing)
+    fallback = _results._top_left(f, 3).numpy()
+    assert np.degrees(subspace_angles(fallback, reference)).max() < 1e-6
+    assert np.isnan(_results._top_left(f * float("nan"), 3).numpy()).all()
