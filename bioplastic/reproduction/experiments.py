@@ -182,18 +182,19 @@ def _plot_compare(ds: xr.Dataset, path: Path) -> None:
 def _accuracy_table(ds: xr.Dataset, published: Mapping[tuple[str, int], float] | None = None) -> list[dict]:
     """Final test accuracy (%) per run label and rank that was run: mean, s.d., n over seeds; with ``published``
     ((label, rank) -> %), that column beside ours, and the published conditions we did not run as extra rows."""
-    from bioplastic.training.results import NO_RANK, rank_text
+    from bioplastic.training.results import NO_RANK, upgrade_results
 
+    ds = upgrade_results(ds)
     acc = 100 * ds["test_accuracy"].isel(epoch=-1)
     rows, seen = [], set()
     for label in ds["rule"].values:
-        for rank in ds["rank"].values:
+        for rank, rank_label in zip(ds["rank"].values, ds["rank_label"].values):
             ran = ds["status"].sel(rule=label, rank=rank).values != "not_applicable"
             if not ran.any():
                 continue
             v = acc.sel(rule=label, rank=rank).values[ran]
             seen.add((str(label), int(rank)))
-            row = {"condition": str(label) + ("" if int(rank) == NO_RANK else f" r={rank_text(int(rank))}"),
+            row = {"condition": str(label) + ("" if int(rank) == NO_RANK else f" r={rank_label}"),
                    "final test accuracy (%)": float(np.mean(v)),
                    "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)}
             if published is not None:
@@ -512,16 +513,35 @@ RECEPTIVE_FIELDS = Experiment(
 
 # -------------------------------------------------------------------------------------------- rate network
 def _run_rate(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
-    raise NotAvailable("needs the autograd twin of the rate network (the same 784-256-10 network, digits and "
-                       "online order trained by bioplastic.convert with batch size 1), which is not built yet")
+    """:func:`bioplastic.rate.twin.compare_with_twin` (docs/rate.md, "The rate network against its autograd twin")."""
+    from bioplastic.rate.twin import compare_with_twin
+
+    return compare_with_twin("rate_mnist", seeds=s["seeds"], epochs=s.get("epochs"), n_train=s.get("n_train"),
+                             n_test=s.get("n_test"), bp_step_scales=s.get("bp_step_scales", [1.0]),
+                             progress=ctx.progress)
+
+
+def _plot_rate(ds: xr.Dataset, path: Path) -> None:
+    from bioplastic.rate.twin import plot_twin
+
+    plot_twin(ds, path)
+
+
+def _rate_table(ds: xr.Dataset) -> list[dict]:
+    from bioplastic.rate.twin import twin_table
+
+    return twin_table(ds)
 
 
 RATE_NETWORK = Experiment(
     name="rate_network",
-    description="the rate network of bioplastic.rate (models/rate_mnist.toml) trained online on MNIST next to "
-                "its autograd twin",
-    settings={"smoke": {"seeds": [0]}, "cpu": {"seeds": [0, 1, 2]}, "gpu": {"seeds": [0, 1, 2]}},
-    run=_run_rate)
+    description="the rate network of bioplastic.rate (models/rate_mnist.toml: 784-256-10, direct_ldfa rank 10, Oja) "
+                "trained online on the embedded MNIST next to its autograd twin (bioplastic.convert, the same rule, "
+                "initial weights, digits, order and step sizes, batch size 1) and the backprop twin",
+    settings={"smoke": {"seeds": [0], "epochs": 1, "n_train": 300, "n_test": 500},
+              "cpu": {"seeds": [0, 1, 2], "epochs": 3, "bp_step_scales": [1.0, 4.0, 16.0]},
+              "gpu": {"seeds": [0, 1, 2], "epochs": 10, "bp_step_scales": [1.0, 4.0, 16.0]}},
+    run=_run_rate, plot=_plot_rate, table=_rate_table)
 
 
 # ------------------------------------------------------------------------------------------ IT similarity
@@ -594,7 +614,7 @@ def find_data(data_path: str | os.PathLike | None) -> tuple[Path | None, Path | 
     FileNotFoundError
         ``data_path`` is given but does not exist.
     """
-    from bioplastic.training.compare import SHARED_DATA_VARIABLE
+    from bioplastic.training.comparison import SHARED_DATA_VARIABLE
 
     if data_path is None:
         env = os.environ.get(SHARED_DATA_VARIABLE)

@@ -26,7 +26,7 @@ from bioplastic.theory.dynamics import (
 )
 from bioplastic.theory.experiment import compare_rules, parse_rule_label, rule_labels, teacher_from_spec
 from bioplastic.theory.ode import FEEDBACK_METHODS, METHODS, gradient_flow, oja_subspace_closed_form, saxe_mode_strength
-from bioplastic.theory.simulate import record_steps, simulate
+from bioplastic.theory.simulation import record_steps, simulate
 from bioplastic.theory.teachers import Teacher, as_teacher, paper_teacher, random_teacher
 
 __all__ = [

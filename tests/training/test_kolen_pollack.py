@@ -13,8 +13,7 @@ import torch
 from bioplastic.data import load_dataset
 from bioplastic.nn import feedback_layers
 from bioplastic.nn.diagnostics import matrix_angle
-from bioplastic.training import kolen_pollack_gap, step_learning_rates
-from bioplastic.training.trainer import TrainConfig, train
+from bioplastic.training import TrainConfig, kolen_pollack_gap, step_learning_rates, train
 
 
 @pytest.fixture(autouse=True)
@@ -103,24 +102,3 @@ def test_kolen_pollack_gap_rejects_bad_input():
     with pytest.raises(ValueError, match="n_train"):
         step_learning_rates(TrainConfig(model="mlp_digits"), 0)
 
-
-def test_per_epoch_analysis_measures_the_identity(tmp_path):
-    """analyses/feedback_convergence.py --per-epoch: under SGD its measured gap equals its closed-form factor and
-    the update angle is 0 (float32), epoch by epoch, in every layer."""
-    import importlib.util
-    from pathlib import Path
-
-    from bioplastic import io
-
-    path = Path(__file__).resolve().parents[2] / "analyses" / "feedback_convergence.py"
-    spec = importlib.util.spec_from_file_location("feedback_convergence_script", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    assert script.main(["--out", str(tmp_path), "--per-epoch", "t", "--model", "mlp_digits", "--dataset", "digits",
-                        "--modes", "q_only", "--seeds", "0", "--epochs", "3", "--max-train", "256", "--optimizer",
-                        "sgd", "--lr", "0.05", "--momentum", "0.9", "--weight-decay", "0.3"]) == 0
-    ds = io.load(tmp_path / "t.nc").sel(mode="q_only")
-    assert ds.sizes["epoch"] == 3 and ds.sizes["layer"] == 3
-    assert float(ds.decay_factor.isel(epoch=-1).max()) < 0.9
-    np.testing.assert_allclose(ds.gap_ratio.values, ds.decay_factor.values, rtol=1e-4)
-    assert float(ds.update_angle.max()) < 0.01
