@@ -44,7 +44,7 @@ def layer_angles(model: torch.nn.Module) -> dict[str, dict[str, float]]:
     """``kp_angle``, ``svd_angle`` and ``subspace_angle`` (degrees) of every layer-wise LDFA layer of ``model``."""
     out: dict[str, dict[str, float]] = {}
     for name, layer in feedback_layers(model):
-        if layer.rule.feedback != "low_rank" or layer.groups_ != 1:
+        if not layer.rule.low_rank or layer.rule.direct or layer.groups_ != 1:
             continue
         w = layer.weight_matrix().detach().double()
         p = layer.P.detach().double().reshape(w.shape[0], -1)

@@ -27,7 +27,8 @@ def gradients(model: nn.Module, inputs: Any, targets: Any,
     """Gradients of ``loss_fn(model(inputs), targets)`` w.r.t. every trainable parameter, by name.
 
     Uses ``torch.autograd.grad``: the model's ``.grad`` fields are left unchanged. Under a converted model
-    these are the *rule's* updates (the weight update ``delta^T h``, the feedback parameters' updates).
+    these are the *rule's* updates (the weight update ``delta^T h``, the feedback parameters' updates); a rule
+    that learns from the targets (DRTP) is given ``targets`` (:func:`bioplastic.nn.set_targets`).
 
     Returns
     -------
@@ -35,7 +36,12 @@ def gradients(model: nn.Module, inputs: Any, targets: Any,
         Parameter name (as in ``named_parameters``) -> gradient tensor (None if the loss does not depend on it).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    loss = loss_fn(_call(model, inputs), targets)
+    out = _call(model, inputs)
+    from bioplastic.nn import needs_targets, set_targets
+
+    if needs_targets(model):
+        set_targets(model, targets)
+    loss = loss_fn(out, targets)
     grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
     return {n: g for (n, _), g in zip(named, grads)}
 

@@ -513,16 +513,35 @@ RECEPTIVE_FIELDS = Experiment(
 
 # -------------------------------------------------------------------------------------------- rate network
 def _run_rate(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
-    raise NotAvailable("needs the autograd twin of the rate network (the same 784-256-10 network, digits and "
-                       "online order trained by bioplastic.convert with batch size 1), which is not built yet")
+    """:func:`bioplastic.rate.twin.compare_with_twin` (docs/rate.md, "The rate network against its autograd twin")."""
+    from bioplastic.rate.twin import compare_with_twin
+
+    return compare_with_twin("rate_mnist", seeds=s["seeds"], epochs=s.get("epochs"), n_train=s.get("n_train"),
+                             n_test=s.get("n_test"), bp_step_scales=s.get("bp_step_scales", [1.0]),
+                             progress=ctx.progress)
+
+
+def _plot_rate(ds: xr.Dataset, path: Path) -> None:
+    from bioplastic.rate.twin import plot_twin
+
+    plot_twin(ds, path)
+
+
+def _rate_table(ds: xr.Dataset) -> list[dict]:
+    from bioplastic.rate.twin import twin_table
+
+    return twin_table(ds)
 
 
 RATE_NETWORK = Experiment(
     name="rate_network",
-    description="the rate network of bioplastic.rate (models/rate_mnist.toml) trained online on MNIST next to "
-                "its autograd twin",
-    settings={"smoke": {"seeds": [0]}, "cpu": {"seeds": [0, 1, 2]}, "gpu": {"seeds": [0, 1, 2]}},
-    run=_run_rate)
+    description="the rate network of bioplastic.rate (models/rate_mnist.toml: 784-256-10, direct_ldfa rank 10, Oja) "
+                "trained online on the embedded MNIST next to its autograd twin (bioplastic.convert, the same rule, "
+                "initial weights, digits, order and step sizes, batch size 1) and the backprop twin",
+    settings={"smoke": {"seeds": [0], "epochs": 1, "n_train": 300, "n_test": 500},
+              "cpu": {"seeds": [0, 1, 2], "epochs": 3, "bp_step_scales": [1.0, 4.0, 16.0]},
+              "gpu": {"seeds": [0, 1, 2], "epochs": 10, "bp_step_scales": [1.0, 4.0, 16.0]}},
+    run=_run_rate, plot=_plot_rate, table=_rate_table)
 
 
 # ------------------------------------------------------------------------------------------ IT similarity

@@ -37,17 +37,19 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def check_scaler_fits(rule: Any, dtype: torch.dtype | None) -> None:
-    """Refuse float16 (gradient scaling) for LDFA with ``normative`` or ``oja`` feedback learning.
+    """Refuse float16 (gradient scaling) for a rule whose gradients do not scale with the loss.
+
+    Which rules those are, the rule says (``rule.gradients_scale_with_loss``): LDFA with ``normative`` or
+    ``oja`` feedback learning, DRTP.
 
     Raises
     ------
     ValueError
-        Their feedback gradients do not scale with the loss, so the gradient scaler would unscale them
-        wrongly; the message suggests bfloat16 or ``amp=False``.
+        Their gradients do not scale with the loss, so the gradient scaler would unscale them wrongly; the
+        message suggests bfloat16 or ``amp=False``.
     """
-    if dtype == torch.float16 and getattr(rule, "feedback_learning", None) in ("normative", "oja"):
+    if dtype == torch.float16 and not rule.gradients_scale_with_loss:
         raise ValueError(
-            f"float16 mixed precision cannot train {rule.name} with feedback_learning="
-            f"{rule.feedback_learning!r}: its feedback gradients do not scale with the loss, so the gradient "
-            "scaler would unscale them wrongly; use amp_dtype='bfloat16' or amp=False"
+            f"float16 mixed precision cannot train {rule!r}: its gradients do not scale with the loss, so the "
+            "gradient scaler would unscale them wrongly; use amp_dtype='bfloat16' or amp=False"
         )

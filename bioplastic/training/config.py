@@ -377,7 +377,7 @@ def conversion_options(spec: Mapping[str, Any], model: nn.Module, rule: Any, *,
             log.info("%s: the spec's exclude %s holds the output layer %r, the source of the output error; "
                      "converting it", rule.name, sorted(set(out["exclude"]) - set(kept)), output_name)
         out["exclude"] = kept
-    if getattr(rule, "feedback", None) not in ("low_rank", "direct_low_rank"):
+    if not rule.low_rank:
         return out
     layer_ranks: dict[str, int] = {}
     base = getattr(rule, "rank", None)

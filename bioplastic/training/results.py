@@ -99,7 +99,7 @@ _ALIGNMENT_DOC = {
 
 
 WEIGHT_TRANSPORT = {
-    "bp": "yes", "fa": "no", "dfa": "no", "sign_symmetry": "sign", "kolen_pollack": "no",
+    "bp": "yes", "fa": "no", "dfa": "no", "drtp": "no", "sign_symmetry": "sign", "kolen_pollack": "no",
     "normative": "yes", "fixed": "no", "q_only": "no", "local": "no", "oja": "no",
 }
 """Whether a rule's feedback reads the forward weights ``W`` (weight transport), by rule name or LDFA

@@ -162,7 +162,7 @@ def _feedback_hyper(config: TrainConfig, rule: Any) -> tuple[str, float, float]:
     weight decay), so that ``B`` receives exactly ``W``'s update and converges to it (Akrout et al. 2019).
     """
     # Kolen-Pollack, and LDFA's q_only / oja whose Q learns by Kolen-Pollack: the feedback decays like W
-    kp = rule.name == "kolen_pollack" or getattr(rule, "feedback_learning", None) in ("q_only", "oja")
+    kp = rule.feedback_decay_follows_forward
     values = []
     for name, fallback in (("feedback_lr", config.lr), ("feedback_weight_decay", config.weight_decay if kp else 0.0)):
         value = config.rule_options.get(name)
@@ -346,8 +346,7 @@ def train(
         align_x = dataset.transform(x_test_dev[:n_align])
         align_y = y_test_dev[:n_align]
         loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        oja_targets = (getattr(rule, "feedback_learning", None) == "oja"
-                       and getattr(rule, "oja_covariance", "error") != "error")
+        oja_targets = rule.reads_targets
         use_augment = bool(config.augment) and dataset.augment is not None
         epoch_seconds = np.full(epochs, np.nan)
 
