@@ -182,18 +182,19 @@ def _plot_compare(ds: xr.Dataset, path: Path) -> None:
 def _accuracy_table(ds: xr.Dataset, published: Mapping[tuple[str, int], float] | None = None) -> list[dict]:
     """Final test accuracy (%) per run label and rank that was run: mean, s.d., n over seeds; with ``published``
     ((label, rank) -> %), that column beside ours, and the published conditions we did not run as extra rows."""
-    from bioplastic.training.results import NO_RANK, rank_text
+    from bioplastic.training.results import NO_RANK, upgrade_results
 
+    ds = upgrade_results(ds)
     acc = 100 * ds["test_accuracy"].isel(epoch=-1)
     rows, seen = [], set()
     for label in ds["rule"].values:
-        for rank in ds["rank"].values:
+        for rank, rank_label in zip(ds["rank"].values, ds["rank_label"].values):
             ran = ds["status"].sel(rule=label, rank=rank).values != "not_applicable"
             if not ran.any():
                 continue
             v = acc.sel(rule=label, rank=rank).values[ran]
             seen.add((str(label), int(rank)))
-            row = {"condition": str(label) + ("" if int(rank) == NO_RANK else f" r={rank_text(int(rank))}"),
+            row = {"condition": str(label) + ("" if int(rank) == NO_RANK else f" r={rank_label}"),
                    "final test accuracy (%)": float(np.mean(v)),
                    "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)}
             if published is not None:
@@ -613,7 +614,7 @@ def find_data(data_path: str | os.PathLike | None) -> tuple[Path | None, Path | 
     FileNotFoundError
         ``data_path`` is given but does not exist.
     """
-    from bioplastic.training.compare import SHARED_DATA_VARIABLE
+    from bioplastic.training.comparison import SHARED_DATA_VARIABLE
 
     if data_path is None:
         env = os.environ.get(SHARED_DATA_VARIABLE)
