@@ -381,7 +381,8 @@ CNN_CIFAR = Experiment(
     settings={
         "smoke": {"seeds": [0, 1], "model": "cnn_small", "epochs": 1, "max_train": 256, "max_test": 256,
                   "alignment": False},
-        "cpu": {"seeds": [0, 1, 2], "model": "cnn_small", "epochs": 4, "max_train": 10000},
+        "cpu": {"seeds": [0, 1, 2], "model": "cnn_small", "epochs": 4, "max_train": 5000, "max_test": 2000,
+                "alignment": False},
         "gpu": {"seeds": [0, 1, 2], "model": "vgg_cifar"},
     },
     run=_run_cnn, needs=("cifar10",), plot=_plot_compare, table=_accuracy_table)
@@ -406,8 +407,8 @@ VIT_CIFAR = Experiment(
     settings={
         "smoke": {"seeds": [0, 1], "model": "vit_small", "ranks": [4, 32], "epochs": 2, "warmup_epochs": 0,
                   "max_train": 128, "max_test": 256, "alignment": False},
-        "cpu": {"seeds": [0, 1, 2], "model": "vit_small", "ranks": [4, 10, 32], "epochs": 5, "max_train": 10000,
-                "alignment": False},
+        "cpu": {"seeds": [0, 1, 2], "model": "vit_small", "ranks": [4, 10, 32], "epochs": 4, "warmup_epochs": 0.5,
+                "max_train": 2000, "max_test": 1000, "alignment": False},
         "gpu": {"seeds": [0, 1, 2], "model": "vit_cifar", "ranks": [16, 24, 32, 48], "alignment": False},
     },
     run=_run_vit, needs=("cifar10",), plot=_plot_compare,
@@ -466,48 +467,148 @@ FLOPS = Experiment(
 
 
 # ------------------------------------------------------------------------------------- receptive fields
+RF_LAYER = "retina.relu2"
+"""The retina's output layer, whose units' receptive fields the receptive-field claims compare."""
+
+
 def _run_receptive_fields(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
+    """``analyses/receptive_fields.py``'s ``run`` once per seed (each seed saved as soon as it is done, so a
+    stopped run resumes with the next seed), concatenated over ``seed``; the V1 data of Ringach et al. (2002)
+    beside them where ``ringach2002/`` is in the shared data folder."""
     mod = analysis_module("receptive_fields.py")
     parts = []
     for seed in s["seeds"]:
         path = ctx.out / f"seed{seed}" / "receptive_fields.nc"
-        if path.exists():
-            ds = io.load(path)
-        else:
-            ds = mod.run(out=ctx.out / f"seed{seed}", data=ctx.cifar10, ranks=s["ranks"], budget=s["analysis_budget"],
-                         feedback_learning=s.get("feedback_learning", "normative"), seed=int(seed), device=ctx.device,
-                         cache_dir=None, progress=ctx.progress)
+        key = json.dumps({**s, "seed": int(seed)}, sort_keys=True)
+        ds = io.load(path) if path.exists() else None
+        if ds is None or ds.attrs.get("reproduce_settings") != key:
+            ds = mod.run(out=ctx.out / f"seed{seed}", data=ctx.cifar10, ranks=s["ranks"],
+                         bottlenecks=s.get("bottlenecks", ()), budget=s["analysis_budget"],
+                         feedback_learning=s.get("feedback_learning", "normative"), seed=int(seed),
+                         device=ctx.device, cache_dir=None, progress=ctx.progress)
+            ds.attrs["reproduce_settings"] = key
             io.save(ds, path)
         keep = [v for v in ("centre_surround_index", "orientation_selectivity_index", "circular_variance",
-                            "test_accuracy", "n_driven_units") if v in ds]
+                            "rf_energy", "receptive_field", "test_accuracy", "n_driven_units", "status") if v in ds]
         parts.append(ds[keep].drop_attrs() if hasattr(ds, "drop_attrs") else ds[keep])
     out = xr.concat(parts, dim="seed", coords="minimal", compat="override", combine_attrs="drop")
-    return out.assign_coords(seed=np.asarray(s["seeds"], dtype=np.int64))
+    out = out.assign_coords(seed=np.asarray(s["seeds"], dtype=np.int64))
+    v1 = _ringach(ctx)
+    if v1 is not None:
+        out["v1_circular_variance"] = (("v1_neuron",), v1[0],
+                                       {"source": "Ringach, Shapley & Hawken (2002) J Neurosci 22:5639 (orivar)"})
+        out["v1_orientation_selectivity_index"] = (
+            ("v1_neuron",), v1[1],
+            {"long_name": "(1 - po) / (1 + po), po = orthogonal / preferred response",
+             "source": "Ringach, Shapley & Hawken (2002) J Neurosci 22:5639 (po)"})
+    return out
+
+
+def _ringach(ctx: Context) -> tuple[np.ndarray, np.ndarray] | None:
+    """(circular variance, orientation selectivity index) of the V1 cells of Ringach et al. (2002), or None."""
+    if ctx.data_root is None or not (ctx.data_root / "ringach2002").exists():
+        return None
+    from bioplastic.data import load_ringach2002
+
+    try:
+        db = load_ringach2002(ctx.data_root / "ringach2002")
+    except (ValueError, FileNotFoundError, OSError) as exc:  # a reference only; the claims do not need it
+        log.warning("no V1 reference from %s: %s", ctx.data_root / "ringach2002", exc)
+        return None
+    cv = db["circular_variance"].values.astype(float)
+    po = db["orthogonal_preferred_ratio"].values.astype(float)
+    ok = np.isfinite(cv) & np.isfinite(po)
+    # OSI = (r_pref - r_orth) / (r_pref + r_orth) = (1 - po) / (1 + po)
+    return cv[ok], (1 - po[ok]) / (1 + po[ok])
+
+
+RF_INDICES = (("centre_surround_index", "CSI"), ("orientation_selectivity_index", "OSI"),
+              ("circular_variance", "CV"))
+
+
+def rf_units(ds: xr.Dataset, var: str, label: str, layer: str = RF_LAYER) -> np.ndarray:
+    """The finite values of index ``var`` of every driven unit of ``layer`` in condition ``label``, pooled over
+    seeds (each channel's centre unit is one unit; units the noise never drives have NaN indices)."""
+    v = ds[var].sel(rule=label, layer=layer).values.ravel()
+    return v[np.isfinite(v)]
+
+
+def rf_statistics(ds: xr.Dataset, reference: str = "bp", layer: str = RF_LAYER) -> list[dict]:
+    """Per condition and index (CSI, OSI, CV) of ``layer``'s units pooled over seeds: median, n, and against
+    ``reference`` (BP with full feedback) the median difference, the two-sided Mann-Whitney U p-value and the
+    rank-biserial correlation (positive: larger than the reference); the V1 cells of Ringach et al. (2002)
+    as a row where present (OSI and CV only)."""
+    mod = analysis_module("receptive_fields.py")
+    rows = []
+    labels = [str(x) for x in ds["rule"].values]
+    groups = [(label, {var: rf_units(ds, var, label, layer) for var, _ in RF_INDICES}) for label in labels]
+    if "v1_circular_variance" in ds:
+        groups.append(("V1 (Ringach 2002)", {"centre_surround_index": np.array([]),
+                                              "orientation_selectivity_index":
+                                                  ds["v1_orientation_selectivity_index"].values,
+                                              "circular_variance": ds["v1_circular_variance"].values}))
+    ref = dict(groups)[reference]
+    for label, values in groups:
+        row: dict[str, Any] = {"condition": label if label.startswith("V1") else f"{label} {layer}",
+                               "units": int(max(len(v) for v in values.values()))}
+        for var, short in RF_INDICES:
+            v = values[var]
+            row[f"median {short}"] = float(np.median(v)) if v.size else float("nan")
+            if label != reference and var != "circular_variance":
+                _, p, rb = mod.compare_distributions(v, ref[var])
+                row[f"{short} p vs {reference}"] = p
+                row[f"{short} effect vs {reference}"] = rb
+        rows.append(row)
+    return rows
 
 
 def _rf_table(ds: xr.Dataset) -> list[dict]:
-    rows = []
-    for label in ds["rule"].values:
-        for layer in ds["layer"].values:
-            med = ds["centre_surround_index"].sel(rule=label, layer=layer).median("neuron").values
-            osi = ds["orientation_selectivity_index"].sel(rule=label, layer=layer).median("neuron").values
-            rows.append({"condition": f"{label} {layer}", "median centre-surround index": float(np.nanmean(med)),
-                         "median orientation selectivity": float(np.nanmean(osi)), "n": int(med.size)})
+    rows = rf_statistics(ds)
+    acc = 100 * ds["test_accuracy"].isel(epoch=-1)
+    for row in rows:
+        label = row["condition"].split(" ")[0]
+        if label in ds["rule"].values and label != "untrained":
+            v = acc.sel(rule=label).values
+            row["final test accuracy (%)"] = float(np.mean(v))
     return rows
+
+
+def _plot_receptive_fields(ds: xr.Dataset, path: Path) -> None:
+    """The analysis script's figure on the units pooled over seeds (strongest RFs per condition, index
+    distributions, V1 beside them)."""
+    mod = analysis_module("receptive_fields.py")
+    n_seed, n_neuron = ds.sizes["seed"], ds.sizes["neuron"]
+    pooled = {}
+    for var in ("centre_surround_index", "orientation_selectivity_index", "circular_variance", "rf_energy",
+                "receptive_field"):
+        da = ds[var].transpose("rule", "layer", "seed", "neuron", ...)
+        shape = da.shape[:2] + (n_seed * n_neuron,) + da.shape[4:]
+        pooled[var] = (("rule", "layer", "neuron") + da.dims[4:], da.values.reshape(shape))
+    flat = xr.Dataset(pooled, coords={"rule": ds["rule"].values, "layer": ds["layer"].values,
+                                      "neuron": np.arange(n_seed * n_neuron)})
+    v1 = ds["v1_circular_variance"].values if "v1_circular_variance" in ds else None
+    mod.plot(flat, path, v1, layer=RF_LAYER)
 
 
 RECEPTIVE_FIELDS = Experiment(
     name="receptive_fields",
-    description="retina + ventral-stream CNN (Lindsey et al. 2019) on grayscale CIFAR-10 trained with BP and "
-                "LDFA at a low and a high rank (analyses/receptive_fields.py); reverse-correlation receptive "
-                "fields of the retina's units and their centre-surround / orientation indices",
+    description="retina + ventral-stream CNN (Lindsey et al. 2019; models/retina_vvs.toml, LDFA on the VVS "
+                "convolutions only, the retina and the classifier on backprop) on grayscale CIFAR-10 "
+                "(analyses/receptive_fields.py), trained with backprop, with LDFA at a low rank (the error "
+                "reaching the retina passes through rank-r feedback), and, as the positive control of Lindsey "
+                "et al., with backprop through a forward bottleneck of few retina-output channels; "
+                "white-noise reverse-correlation receptive fields of the retina's output units and their "
+                "centre-surround and orientation indices, pooled over seeds and compared by Mann-Whitney U "
+                "tests (rank-biserial effect sizes), next to the V1 cells of Ringach et al. (2002). cpu: all "
+                "50,000 images 2x2-averaged to 16x16 pixels, 16 channels, one VVS layer, FC 128, 4 epochs, "
+                "LDFA r = 1, bottleneck 2 channels, 3 seeds",
     settings={
-        "smoke": "the retina needs a trained network to show receptive-field structure; the smoke budget cannot "
-                 "train one (run --budget cpu)",
-        "cpu": {"seeds": [0], "ranks": [1, 16], "analysis_budget": "cpu"},
-        "gpu": {"seeds": [0, 1, 2], "ranks": [1, 2, 4, 32], "analysis_budget": "paper"},
+        "smoke": {"seeds": [0, 1], "ranks": [1], "bottlenecks": [2], "analysis_budget": "small"},
+        "cpu": {"seeds": [0, 1, 2], "ranks": [1], "bottlenecks": [2], "analysis_budget": "cpu"},
+        "gpu": {"seeds": [0, 1, 2], "ranks": [1, 2, 4, 32], "bottlenecks": [1, 2, 4], "analysis_budget": "paper"},
     },
-    run=_run_receptive_fields, needs=("cifar10", "analyses/receptive_fields.py"), table=_rf_table)
+    run=_run_receptive_fields, needs=("cifar10", "analyses/receptive_fields.py"), plot=_plot_receptive_fields,
+    table=_rf_table)
 
 
 # -------------------------------------------------------------------------------------------- rate network
