@@ -330,7 +330,9 @@ def _run_config(curves: xr.Dataset, i: int, j: int) -> dict | None:
     return None
 
 
-def _input_shape(spec: Mapping[str, Any]) -> tuple[int, int, int]:
+def _input_shape(spec: Mapping[str, Any]) -> tuple[int, ...]:
+    if "in_features" in spec:  # an MLP: flat inputs
+        return (int(spec["in_features"]),)
     c = int(spec.get("in_channels", 3))
     s = int(spec.get("image_size", 32))
     return (c, s, s)

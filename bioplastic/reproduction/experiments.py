@@ -466,6 +466,165 @@ FLOPS = Experiment(
     run=_run_flops, needs=("analyses/compute_savings.py",), plot=_plot_flops, table=_flops_table, seeded=False)
 
 
+# ------------------------------------------------------------------------------- compute to reach a target
+def result_of(name: str, ctx: Context, seeds: list[int] | None = None) -> xr.Dataset:
+    """The result of experiment ``name`` at ``ctx.budget`` (``seeds`` replacing the budget's): its saved
+    ``result.nc`` beside ``ctx.out`` if made with the same settings, else the experiment run into its own folder
+    (a comparison resumes from what it saved there) and saved as the runner saves it.
+
+    Raises
+    ------
+    NotAvailable
+        The experiment is not run at this budget or cannot run here (the reason is given).
+    """
+    exp = EXPERIMENTS[name]
+    settings = exp.settings_for(ctx.budget, seeds)
+    if isinstance(settings, str):
+        raise NotAvailable(f"needs experiment {name}, which is not run at budget {ctx.budget!r}: {settings}")
+    sub = dataclasses.replace(ctx, out=ctx.out.parent / name)
+    missing = exp.missing(sub)
+    if missing:
+        raise NotAvailable(f"needs experiment {name}: {missing}")
+    path, key = sub.out / "result.nc", json.dumps(settings, sort_keys=True)
+    if path.exists():
+        ds = io.load(path)
+        if ds.attrs.get("reproduce_settings") == key:
+            return ds
+    ds = exp.run(sub, settings).copy()
+    ds.attrs["reproduce_settings"] = key
+    io.save(ds, path)
+    return io.load(path)
+
+
+COMPUTE_MODELS = (("mnist_mlp", "mlp_mnist", ("ldfa_normative", 10)),
+                  ("cnn_cifar", "cnn_small", ("ldfa_normative", None)))
+"""(experiment, model, (LDFA run label, rank; None: the rank-fraction run)) of the compute-to-target
+measurement: adaptive LDFA at r = d on the MNIST MLP, at every layer's width / 4 on the CNN."""
+
+
+def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
+    """FLOPs and wall time for BP and LDFA to reach ``fraction`` of BP's final test accuracy (seed mean), per
+    seed, from the accuracy curves of the MNIST-MLP and CNN comparisons (``analyses/compute_savings.py``'s
+    ``flops_to_target``: FLOPs of one training step counted by ``torch.utils.flop_counter`` times the steps,
+    epochs interpolated linearly between epoch ends). Wall time to target = the run's wall time x epochs to
+    target / epochs run (every epoch costs the same; it includes the per-epoch evaluation)."""
+    from bioplastic.training.results import NO_RANK, rank_text
+
+    mod = analysis_module("compute_savings.py")
+    fraction = float(s["fraction"])
+    parts = []
+    all_curves = [result_of(name, ctx, s["seeds"]) for name, _, _ in COMPUTE_MODELS]
+    max_epochs = max(c.sizes["epoch"] for c in all_curves)
+    for (name, model, (label, rank)), curves in zip(COMPUTE_MODELS, all_curves):
+        if rank is None:  # the rank-fraction run: the one rank of that label that ran
+            ran = [int(r) for r in curves["rank"].values if int(r) != NO_RANK
+                   and (curves["status"].sel(rule=label, rank=r).values != "not_applicable").any()]
+            rank = ran[0]
+        curves = curves.sel(rule=["bp", label])
+        res = mod.flops_to_target(curves, target="bp", fraction=fraction)
+        cells = [("bp", NO_RANK), (label, rank)]
+        epochs = curves.sizes["epoch"]
+        rows = {k: [] for k in ("flops_per_step", "epochs_to_target", "flops_to_target", "wall_to_target",
+                                "target_accuracy", "wall_time", "test_accuracy")}
+        for lab, r in cells:
+            rows["flops_per_step"].append(float(res["flops_per_step"].sel(rule=lab, rank=r)))
+            ep = res["epochs_to_target"].sel(rule=lab, rank=r).values
+            rows["epochs_to_target"].append(ep)
+            rows["flops_to_target"].append(res["flops_to_target"].sel(rule=lab, rank=r).values)
+            rows["target_accuracy"].append(res["target_accuracy"].sel(rule=lab, rank=r).values)
+            wall = curves["wall_time"].sel(rule=lab, rank=r).values.astype(float)
+            done = curves["epochs_completed"].sel(rule=lab, rank=r).values.astype(float)
+            rows["wall_time"].append(wall)
+            rows["wall_to_target"].append(wall * ep / np.where(done > 0, done, np.nan))
+            acc = np.full((curves.sizes["seed"], max_epochs), np.nan)
+            acc[:, :epochs] = curves["test_accuracy"].sel(rule=lab, rank=r).values
+            rows["test_accuracy"].append(acc)
+        seeds = curves["seed"].values
+        parts.append(xr.Dataset(
+            {"flops_per_step": (("rule",), np.array(rows["flops_per_step"]),
+                                {"units": "FLOP", "batch_size": int(res.attrs["batch_size"])}),
+             "steps_per_epoch": ((), int(res.attrs["steps_per_epoch"])),
+             "epochs_to_target": (("rule", "seed"), np.array(rows["epochs_to_target"])),
+             "flops_to_target": (("rule", "seed"), np.array(rows["flops_to_target"]), {"units": "FLOP"}),
+             "wall_to_target": (("rule", "seed"), np.array(rows["wall_to_target"]), {"units": "s"}),
+             "wall_time": (("rule", "seed"), np.array(rows["wall_time"]), {"units": "s"}),
+             "target_accuracy": (("rule", "seed"), np.array(rows["target_accuracy"])),
+             "test_accuracy": (("rule", "seed", "epoch"), np.array(rows["test_accuracy"]))},
+            coords={"rule": ["bp", "ldfa"], "seed": seeds, "epoch": np.arange(1, max_epochs + 1)},
+            attrs={}).assign(ldfa_rank=((), rank_text(int(rank)))))
+    out = xr.concat(parts, dim="model", coords="minimal", compat="override", combine_attrs="drop")
+    out = out.assign_coords(model=[m for _, m, _ in COMPUTE_MODELS])
+    out.attrs.update({"fraction": fraction, "target": "fraction of BP's final test accuracy (seed mean)",
+                      "source": "FLOPs: torch.utils.flop_counter via analyses/compute_savings.py"})
+    return out
+
+
+def _plot_compute(ds: xr.Dataset, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [str(m) for m in ds["model"].values]
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.4), squeeze=False)
+    colors = {"bp": "k", "ldfa": "tab:red"}
+    for ax, m in zip(axes[0], models):
+        d = ds.sel(model=m)
+        steps = int(d["steps_per_epoch"])
+        for rule in d["rule"].values:
+            per_epoch = float(d["flops_per_step"].sel(rule=rule)) * steps
+            for k, seed in enumerate(d["seed"].values):
+                acc = 100 * d["test_accuracy"].sel(rule=rule, seed=seed).values
+                ok = np.isfinite(acc)
+                x = per_epoch * np.arange(1, len(acc) + 1)[ok]
+                ax.plot(x, acc[ok], "o-", ms=2.5, lw=1, color=colors.get(str(rule), None), alpha=0.8,
+                        label=(f"{rule}" + (f" r={d['ldfa_rank'].item()}" if rule == "ldfa" else "")) if k == 0
+                        else None)
+        ax.axhline(100 * float(np.nanmean(d["target_accuracy"].sel(rule="bp"))), color="0.5", ls=":",
+                   label=f"{100 * float(ds.attrs.get('fraction', 0.9)):.0f} % of BP's final")
+        ax.set_xscale("log")
+        ax.set_xlabel("training FLOPs (cumulative, per epoch end)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(m, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
+    plt.close(fig)
+
+
+def _compute_table(ds: xr.Dataset) -> list[dict]:
+    rows = []
+    for m in ds["model"].values:
+        d = ds.sel(model=m)
+        for rule in d["rule"].values:
+            row = {"condition": f"{m} {rule}" + (f" r={d['ldfa_rank'].item()}" if rule == "ldfa" else ""),
+                   "FLOPs / step": float(d["flops_per_step"].sel(rule=rule))}
+            for var, text, scale in (("epochs_to_target", "epochs to 90 %", 1.0),
+                                     ("flops_to_target", "PFLOP to 90 %", 1e-15),
+                                     ("wall_to_target", "wall s to 90 %", 1.0)):
+                v = scale * d[var].sel(rule=rule).values
+                row[text] = float(np.mean(v))
+                row[f"{text} s.d."] = float(np.std(v, ddof=1)) if v.size > 1 else float("nan")
+            row["n"] = int(np.isfinite(d["flops_to_target"].sel(rule=rule).values).sum())
+            rows.append(row)
+    return rows
+
+
+COMPUTE_TO_TARGET = Experiment(
+    name="compute_to_target",
+    description="training FLOPs (torch.utils.flop_counter, analyses/compute_savings.py) and wall time for BP "
+                "and adaptive LDFA to reach 90 % of BP's final test accuracy, from the accuracy curves of the "
+                "MNIST-MLP comparison (LDFA r = 10) and the CNN comparison (cnn_small, LDFA at width / 4), per "
+                "seed; wall time on the machine and threads of the run (one thread on a shared CPU for cpu)",
+    settings={
+        "smoke": {"seeds": [0, 1], "fraction": 0.9},
+        "cpu": {"seeds": [0, 1, 2], "fraction": 0.9},
+        "gpu": {"seeds": [0, 1, 2], "fraction": 0.9},
+    },
+    run=_run_compute_to_target, needs=("cifar10", "analyses/compute_savings.py"), plot=_plot_compute,
+    table=_compute_table)
+
+
 # ------------------------------------------------------------------------------------- receptive fields
 RF_LAYER = "retina.relu2"
 """The retina's output layer, whose units' receptive fields the receptive-field claims compare."""
@@ -678,8 +837,8 @@ RSA_IT = Experiment(
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    LINEAR_THEORY, MNIST_MLP, TASK_DIMENSIONALITY, CNN_CIFAR, VIT_CIFAR, FLOPS, RECEPTIVE_FIELDS, RATE_NETWORK,
-    RSA_IT)}
+    LINEAR_THEORY, MNIST_MLP, TASK_DIMENSIONALITY, CNN_CIFAR, VIT_CIFAR, FLOPS, COMPUTE_TO_TARGET,
+    RECEPTIVE_FIELDS, RATE_NETWORK, RSA_IT)}
 """Every experiment by name."""
 
 
