@@ -771,17 +771,75 @@ RECEPTIVE_FIELDS = Experiment(
 
 
 # -------------------------------------------------------------------------------------------- rate network
+def _twin_function():
+    """``compare_with_twin`` of :mod:`bioplastic.rate` (issue 13's autograd twin), or None where this version of
+    bioplastic does not have it."""
+    try:
+        import bioplastic.rate as rate
+    except ImportError:  # pragma: no cover - the rate extra absent
+        return None
+    fn = getattr(rate, "compare_with_twin", None)
+    if fn is None:
+        try:
+            from bioplastic.rate.twin import compare_with_twin as fn
+        except ImportError:
+            return None
+    return fn
+
+
 def _run_rate(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
-    raise NotAvailable("needs the autograd twin of the rate network (the same 784-256-10 network, digits and "
-                       "online order trained by bioplastic.convert with batch size 1), which is not built yet")
+    """The rate network (``models/rate_mnist.toml``) and its autograd twin trained on the same digits in the same
+    online order (``bioplastic.rate.compare_with_twin``), per seed."""
+    fn = _twin_function()
+    if fn is None:
+        raise NotAvailable("needs the autograd twin of the rate network (bioplastic.rate.compare_with_twin: the "
+                           "same 784-256-10 network, digits and online order trained by bioplastic.convert with "
+                           "batch size 1), which this version of bioplastic does not have")
+    kwargs = {k: s[k] for k in ("epochs", "n_train", "n_test") if k in s}
+    return fn(s.get("spec", "rate_mnist"), seeds=s["seeds"], progress=ctx.progress, **kwargs)
+
+
+def _plot_rate(ds: xr.Dataset, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    x = ds["epoch"].values if "epoch" in ds.coords else ds["step"].values
+    for m, color in zip(ds["model"].values, plt.cm.tab10.colors):
+        for k, seed in enumerate(ds["seed"].values):
+            ax.plot(x, 100 * ds["test_accuracy"].sel(model=m, seed=seed), "o-", ms=2.5, lw=1, color=color,
+                    alpha=0.8, label=str(m) if k == 0 else None)
+    ax.set_xlabel("epoch (stimuli presented / training digits)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
+    plt.close(fig)
+
+
+def _rate_table(ds: xr.Dataset) -> list[dict]:
+    rows = []
+    final = 100 * ds["test_accuracy"].isel(step=-1)
+    for m in ds["model"].values:
+        v = final.sel(model=m).values
+        rows.append({"condition": str(m), "final test accuracy (%)": float(np.mean(v)),
+                     "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size),
+                     "CPU s per run": float(ds["wall_time"].sel(model=m).mean()) if "wall_time" in ds else
+                     float("nan")})
+    return rows
 
 
 RATE_NETWORK = Experiment(
     name="rate_network",
-    description="the rate network of bioplastic.rate (models/rate_mnist.toml) trained online on MNIST next to "
-                "its autograd twin",
-    settings={"smoke": {"seeds": [0]}, "cpu": {"seeds": [0, 1, 2]}, "gpu": {"seeds": [0, 1, 2]}},
-    run=_run_rate)
+    description="the rate network of bioplastic.rate (models/rate_mnist.toml: 784-256-10, continuous time, "
+                "feedback population, local rule) trained online on the embedded MNIST next to its autograd "
+                "twin (bioplastic.convert with the same rule, batch size 1, the same digits in the same order) "
+                "and the backprop twin (bioplastic.rate.compare_with_twin)",
+    settings={"smoke": {"seeds": [0], "epochs": 1, "n_train": 200, "n_test": 500},
+              "cpu": {"seeds": [0, 1, 2]}, "gpu": {"seeds": [0, 1, 2]}},
+    run=_run_rate, plot=_plot_rate, table=_rate_table)
 
 
 # ------------------------------------------------------------------------------------------ IT similarity
@@ -830,7 +888,7 @@ RSA_IT = Experiment(
                 "of Kriegeskorte et al. (2008); each layer's RDM compared with the human IT RDMs (Spearman)",
     settings={
         "smoke": {"seeds": [0], "rank": 4, "analysis_budget": "small", "epochs": 1, "max_train": 128},
-        "cpu": {"seeds": [0, 1, 2], "rank": 8, "analysis_budget": "full", "epochs": 3, "max_train": 10000},
+        "cpu": {"seeds": [0, 1, 2], "rank": 8, "analysis_budget": "full", "epochs": 4, "max_train": 5000},
         "gpu": {"seeds": [0, 1, 2], "rank": 8, "analysis_budget": "full"},
     },
     run=_run_rsa_it, needs=("cifar10", "kriegeskorte2008", "analyses/rsa_it.py"), table=_rsa_table)
