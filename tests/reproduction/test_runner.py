@@ -205,7 +205,8 @@ def test_registry_is_consistent():
     for needed in ("linear_fixed_stalls", "linear_q_only_stalls", "linear_adaptive_top_modes",
                    "linear_rank_d_matches_bp", "mnist_adaptive_rank_d_matches_bp", "mnist_fixed_low_rank_worse",
                    "cnn_ldfa_tracks_bp", "cnn_fa_dfa_behind", "vit_high_rank_near_bp", "compute_weight_flop_ratio",
-                   "compute_flops_to_90", "rf_low_rank_centre_surround", "rate_matches_autograd_twin",
+                   "compute_flops_to_90", "compute_flops_to_90_cnn", "compute_flops_to_90_mnist",
+                   "rf_low_rank_centre_surround", "rf_bottleneck_centre_surround", "rate_matches_autograd_twin",
                    "it_ldfa_like_bp"):
         assert needed in ids
     # the authors' ViT table is the published value of the ViT claims
