@@ -111,6 +111,20 @@ def test_rerun_does_no_training_and_rewrites_no_claim_file(fake_registry, tmp_pa
     assert list(ds["verdict"].values) == ["reproduced", "not reproduced"]
 
 
+def test_report_only_runs_nothing_and_lists_the_rest_as_not_run(fake_registry, tmp_path, capsys):
+    bioplastic.reproduce(budget="smoke", out=tmp_path, claims="above")
+    CALLS.clear()
+    ds = bioplastic.reproduce(budget="smoke", out=tmp_path, claims="above,below,needs_cifar", run=False,
+                              not_run_reason="still running")
+    assert CALLS == []
+    assert list(ds["verdict"].values) == ["reproduced", "not run at this budget", "not run at this budget"]
+    assert "still running" in str(ds["reason"].sel(claim="below").values)
+    assert not (tmp_path / "claims" / "below.nc").exists()
+    assert main(["reproduce", "--budget", "smoke", "--out", str(tmp_path), "--claims", "above,below",
+                 "--report-only", "--reason", "later"]) == 0
+    assert CALLS == [] and "not run at this budget" in capsys.readouterr().out
+
+
 def test_a_stopped_reproduction_resumes_with_the_missing_claims_only(fake_registry, tmp_path):
     bioplastic.reproduce(budget="smoke", out=tmp_path, claims="above")
     ds = bioplastic.reproduce(budget="smoke", out=tmp_path)  # all: "above" is loaded, the experiment result reused
