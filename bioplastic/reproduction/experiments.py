@@ -84,7 +84,9 @@ class Experiment:
     run : callable
         ``run(ctx, settings) -> xarray.Dataset``; raises :class:`NotAvailable` when it cannot run here.
     needs : tuple of str
-        Requirements checked before running: ``"cifar10"``, ``"kriegeskorte2008"``, ``"analyses/<file>.py"``.
+        Requirements checked before running: ``"cifar10"``, ``"kriegeskorte2008"``, ``"analyses/<file>.py"``,
+        ``"rate_twin"`` (:func:`bioplastic.rate.compare_with_twin`), ``"task_dimensionality"``
+        (:mod:`bioplastic.training.task_dimensionality`).
     plot : callable, optional
         ``plot(ds, path)`` writes the experiment's figure (PNG).
     table : callable, optional
@@ -126,6 +128,16 @@ class Experiment:
                 if f is None or not f.exists():
                     return ("the IT data (kriegeskorte2008/Kriegeskorte_Neuron2008_supplementalData.mat) were not "
                             "found: give --data-path (the shared data folder) or set BIOPLASTIC_SHARED_DATA")
+            elif need == "rate_twin":
+                if _twin_function() is None:
+                    return ("needs the autograd twin of the rate network (bioplastic.rate.compare_with_twin: the "
+                            "same 784-256-10 network, digits and online order trained by bioplastic.convert with "
+                            "batch size 1), which this version of bioplastic does not have")
+            elif need == "task_dimensionality":
+                if importlib.util.find_spec("bioplastic.training.task_dimensionality") is None:
+                    return ("needs the task-dimensionality experiment of issue 12 "
+                            "(bioplastic.training.task_dimensionality), which this version of bioplastic does not "
+                            "have")
             elif need.startswith("analyses/"):
                 if not (ANALYSES_DIR / need[len("analyses/"):]).exists():
                     return f"needs {need} of a repository checkout (not part of an installed package)"
@@ -365,7 +377,8 @@ TASK_DIMENSIONALITY = Experiment(
         "cpu": {"seeds": [0, 1, 2], "budget": "cpu", "dataset": "teacher"},
         "gpu": {"seeds": [0, 1, 2, 3, 4], "budget": "paper", "dataset": "teacher"},
     },
-    run=_run_task_dimensionality, plot=_plot_task_dimensionality, table=_task_dimensionality_table)
+    run=_run_task_dimensionality, needs=("task_dimensionality",), plot=_plot_task_dimensionality,
+    table=_task_dimensionality_table)
 
 
 # -------------------------------------------------------------------------------------------- CNN CIFAR-10
@@ -839,7 +852,7 @@ RATE_NETWORK = Experiment(
                 "and the backprop twin (bioplastic.rate.compare_with_twin)",
     settings={"smoke": {"seeds": [0], "epochs": 1, "n_train": 200, "n_test": 500},
               "cpu": {"seeds": [0, 1, 2]}, "gpu": {"seeds": [0, 1, 2]}},
-    run=_run_rate, plot=_plot_rate, table=_rate_table)
+    run=_run_rate, needs=("rate_twin",), plot=_plot_rate, table=_rate_table)
 
 
 # ------------------------------------------------------------------------------------------ IT similarity

@@ -227,14 +227,14 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
             row["values"], row["seeds"] = saved["value"].values, saved["seed"].values
             log.info("%s: measured before (%s), not rerun", claim.id, path)
             continue
-        if not run:
-            row["reason"] = f"not run: {not_run_reason or 'not measured in this folder yet'}"
-            continue
         ctx = Context(out=out / "experiments" / budget / exp.name, budget=budget, device=device,
                       data_root=data_root, cifar10=cifar10, progress=progress)
         missing = exp.missing(ctx)
         if missing:
             row["reason"] = f"not run: {missing}"
+            continue
+        if not run:
+            row["reason"] = f"not run: {not_run_reason or 'not measured in this folder yet'}"
             continue
         if exp.name not in results and exp.name not in failures:
             try:

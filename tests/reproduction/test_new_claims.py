@@ -102,3 +102,9 @@ def test_rate_claim_reads_the_twin_gap_and_is_not_run_without_the_twin(monkeypat
     ctx = E.Context(out=tmp_path, budget="smoke")
     with pytest.raises(NotAvailable, match="autograd twin"):
         E.EXPERIMENTS["rate_network"].run(ctx, {"seeds": [0]})
+    assert "autograd twin" in E.EXPERIMENTS["rate_network"].missing(ctx)
+    # the reason survives a report that runs nothing
+    import bioplastic
+
+    ds = bioplastic.reproduce(budget="smoke", out=tmp_path, claims="rate_matches_autograd_twin", run=False)
+    assert "autograd twin" in str(ds["reason"].values[0])
