@@ -720,16 +720,23 @@ def rf_statistics(ds: xr.Dataset, reference: str = "bp", layer: str = RF_LAYER) 
                                                   ds["v1_orientation_selectivity_index"].values,
                                               "circular_variance": ds["v1_circular_variance"].values}))
     ref = dict(groups)[reference]
+    v1_cv = ds["v1_circular_variance"].values if "v1_circular_variance" in ds else None
     for label, values in groups:
-        row: dict[str, Any] = {"condition": label if label.startswith("V1") else f"{label} {layer}",
+        is_v1 = label.startswith("V1")
+        row: dict[str, Any] = {"condition": label if is_v1 else f"{label} {layer}",
                                "units": int(max(len(v) for v in values.values()))}
         for var, short in RF_INDICES:
             v = values[var]
             row[f"median {short}"] = float(np.median(v)) if v.size else float("nan")
-            if label != reference and var != "circular_variance":
-                _, p, rb = mod.compare_distributions(v, ref[var])
+            if var != "circular_variance":
+                _, p, rb = ((np.nan,) * 3 if label == reference
+                            else mod.compare_distributions(v, ref[var]))
                 row[f"{short} p vs {reference}"] = p
                 row[f"{short} effect vs {reference}"] = rb
+        if v1_cv is not None:
+            _, p, rb = (np.nan,) * 3 if is_v1 else mod.compare_distributions(values["circular_variance"], v1_cv)
+            row["CV p vs V1"] = p
+            row["CV effect vs V1"] = rb
         rows.append(row)
     return rows
 
@@ -739,9 +746,9 @@ def _rf_table(ds: xr.Dataset) -> list[dict]:
     acc = 100 * ds["test_accuracy"].isel(epoch=-1)
     for row in rows:
         label = row["condition"].split(" ")[0]
+        row["final test accuracy (%)"] = float("nan")
         if label in ds["rule"].values and label != "untrained":
-            v = acc.sel(rule=label).values
-            row["final test accuracy (%)"] = float(np.mean(v))
+            row["final test accuracy (%)"] = float(np.mean(acc.sel(rule=label).values))
     return rows
 
 

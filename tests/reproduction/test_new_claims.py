@@ -80,6 +80,9 @@ def test_rf_statistics_pool_units_over_seeds_against_bp():
     assert row["median CSI"] == pytest.approx(np.median(ldfa))
     assert row["CSI p vs bp"] == pytest.approx(mannwhitneyu(ldfa.ravel(), bp.ravel()).pvalue)
     assert row["CSI effect vs bp"] == pytest.approx(_rank_biserial_by_pairs(ldfa.ravel(), bp.ravel()))
+    cv = ds["circular_variance"].sel(rule="ldfa_r1", layer="retina.relu2").values.ravel()
+    assert row["CV p vs V1"] == pytest.approx(mannwhitneyu(cv, ds["v1_circular_variance"].values).pvalue)
+    assert np.isnan(rows["bp retina.relu2"]["CSI p vs bp"])  # the reference against itself: no test
     v1 = rows["V1 (Ringach 2002)"]
     assert v1["units"] == 40 and np.isnan(v1["median CSI"])
     assert v1["median CV"] == pytest.approx(np.median(ds["v1_circular_variance"].values))
