@@ -277,7 +277,7 @@ def plot(ds: xr.Dataset, path: Path, ringach_cv: np.ndarray | None = None, layer
     for i, label in enumerate(labels):
         rf = ds["receptive_field"].sel(rule=label, layer=layer).values
         energy = ds["rf_energy"].sel(rule=label, layer=layer).values
-        order = np.argsort(-np.nan_to_num(energy))[:n_show]
+        order = [u for u in np.argsort(-np.nan_to_num(energy, nan=-1.0)) if np.isfinite(energy[u])][:n_show]
         for k, unit in enumerate(order):
             ax = fig.add_subplot(grid[i, k])
             im = rf[unit]
