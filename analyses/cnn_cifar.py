@@ -11,7 +11,7 @@ folder; decoded once and cached, see :func:`bioplastic.data.cifar10.load_cifar10
 
 The result is :func:`bioplastic.compare`'s Dataset (dims ``rule``, ``rank``, ``seed``, ``epoch``,
 ``layer``): BP and FA at ``rank = -1``; LDFA at the relative rank ``--rank-fraction`` (``compare``'s
-``rank_fractions``), i.e. at ``rank = -12500`` for width/4 with ``rank_fraction = 0.25`` along ``rank``
+``rank_fractions``), i.e. at ``rank_label = "0.25w"`` (width/4) with ``rank_fraction = 0.25`` along ``rank``
 (also ``attrs["rank_fraction"]``) and the per-layer ``feedback_rank``; ``analyses/compute_savings.py
 --curves`` reads it. Finished runs are kept in ``OUT/runs`` (``ldfa_normative-f0.25-s0.nc`` ...), trained
 models in ``OUT/models``, and each run checkpoints every epoch in ``OUT/checkpoints``: running the same
@@ -63,8 +63,8 @@ def run(*, out: Path, data: Path, model: str, rules: Sequence[str], rank_fractio
     """Train each rule x seed through :func:`bioplastic.compare` and return its Dataset (``out/results.nc``).
 
     LDFA runs at the relative rank ``rank_fraction`` (``compare(rank_fractions=[rank_fraction])``: each
-    layer's rank is ``ceil(rank_fraction * width)``), stored at ``rank = fraction_rank(rank_fraction)``
-    (-12500 for width/4) with the ``rank_fraction`` coordinate; BP and FA at ``rank = -1``.
+    layer's rank is ``ceil(rank_fraction * width)``), read from the ``rank_fraction`` and ``rank_label``
+    coordinates (``"0.25w"`` for width/4); BP and FA at ``rank = -1``.
     """
     import torch
 

@@ -35,7 +35,7 @@ from bioplastic import io
 from bioplastic.data import load_dataset
 from bioplastic.nn import feedback_layers
 from bioplastic.nn.diagnostics import largest_principal_angle, matrix_angle
-from bioplastic.training.trainer import TrainConfig, train
+from bioplastic.training import TrainConfig, train
 
 log = logging.getLogger("feedback_convergence")
 
@@ -44,7 +44,7 @@ def layer_angles(model: torch.nn.Module) -> dict[str, dict[str, float]]:
     """``kp_angle``, ``svd_angle`` and ``subspace_angle`` (degrees) of every layer-wise LDFA layer of ``model``."""
     out: dict[str, dict[str, float]] = {}
     for name, layer in feedback_layers(model):
-        if layer.rule.feedback != "low_rank" or layer.groups_ != 1:
+        if not layer.rule.low_rank or layer.rule.direct or layer.groups_ != 1:
             continue
         w = layer.weight_matrix().detach().double()
         p = layer.P.detach().double().reshape(w.shape[0], -1)
@@ -60,7 +60,7 @@ def layer_angles(model: torch.nn.Module) -> dict[str, dict[str, float]]:
 def from_compare(folder: Path) -> list[dict]:
     """Angles of every finished LDFA run of a ``bioplastic compare`` folder (its saved models)."""
     from bioplastic import io as bio
-    from bioplastic.training.compare import load_model
+    from bioplastic.training.store import load_model
 
     res = bio.load(folder / "results.nc")
     rows = []

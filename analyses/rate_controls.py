@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         for j, rank in enumerate(ranks):
             for i, rule in enumerate(rules):
                 t0 = time.perf_counter()
-                feedback = {**spec["feedback"], "rank": rank, "learning": rule}
+                feedback = {**spec["feedback"], "rank": rank, "feedback_learning": rule}
                 net = RateNetwork.from_spec(args.spec, feedback=feedback, seed=seed)
                 curve = train_online(net, x_train, y_train, x_test, y_test, eval_every=len(y_train) * args.epochs,
                                      seed=seed, **recipe)

@@ -144,7 +144,7 @@ def run(*, out: Path, data: Path, ranks: Sequence[int], budget: str, feedback_le
     from bioplastic.architectures import build_model, load_spec
     from bioplastic.architectures.retina import RETINA_LAYERS
     from bioplastic.data.cifar10 import load_cifar10
-    from bioplastic.training.trainer import TrainConfig, train
+    from bioplastic.training import TrainConfig, train
 
     cfg_b = BUDGETS[budget]
     epochs = epochs or cfg_b["epochs"]

@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> xr.Dataset:
     from bioplastic import io
     from bioplastic.architectures import load_spec
     from bioplastic.data.cifar10 import load_cifar10
-    from bioplastic.training.trainer import TrainConfig, train
+    from bioplastic.training import TrainConfig, train
 
     t_start = time.perf_counter()
     models = [m for m in args.models.split(",") if m]

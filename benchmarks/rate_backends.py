@@ -26,13 +26,15 @@ from pathlib import Path
 
 import torch
 
+from bioplastic import rules
 from bioplastic.rate import RateNetwork
 
 log = logging.getLogger("rate_backends_benchmark")
 
 
 def _network(sizes: list[int], rank: int, dtype: torch.dtype, device: str) -> RateNetwork:
-    return RateNetwork.from_sizes(sizes, feedback_rank=rank, wiring="direct", feedback_learning="oja",
+    return RateNetwork.from_sizes(sizes, rule=rules.make("direct_ldfa", rank=rank, feedback_learning="oja",
+                                                         feedback_weight_decay=0.0),
                                   activation="relu", output_activation="sigmoid", tau=0.01, tau_error=0.005,
                                   feedback_tau=0.005, learning_rate=0.5, feedback_learning_rate=0.5,
                                   dtype=dtype, device=device)

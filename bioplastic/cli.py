@@ -19,9 +19,53 @@ from typing import Any
 log = logging.getLogger("bioplastic.cli")
 
 DEFAULT_OUT = "compare-results"
-# TrainConfig fields offered as flags that compare() takes through ``train_options``.
-_EXTRA_TRAIN_OPTIONS = ("momentum", "feedback_optimizer", "label_smoothing", "augment", "grad_clip",
-                        "eval_batch_size", "alignment_batch")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` to a flag's help only where the default says something: not for None (the
+    option is then unset and its help says what applies), not for an empty list, not where the help text
+    already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is argparse.SUPPRESS or default in ([], "") or "default" in text:
+            return text
+        if isinstance(action, (argparse._StoreTrueAction, argparse._CountAction)):
+            return text  # -q, -v: off unless given
+        if isinstance(default, bool):
+            return f"{text} (default: {'on' if default else 'off'})"
+        return super()._get_help_string(action)
+
+
+def _add_config_flags(group: argparse._ArgumentGroup, where: str) -> None:
+    """One flag per field of :class:`~bioplastic.training.config.TrainConfig` offered in ``where``, generated
+    from the field's metadata (help text, parser type, choices, recipe default): a new TrainConfig option
+    gets its flag without an edit here. Every flag defaults to None: unset options take the model spec's
+    recipe, else the built-in default, which the help text names."""
+    from bioplastic.training.config import config_options
+
+    for f in config_options(where):
+        meta = f.metadata
+        flag = "--" + f.name.replace("_", "-")
+        text = meta["help"]
+        if "recipe_default" in meta:
+            built_in = meta["recipe_default"]
+            built_in = "unset" if built_in is None else ("on" if built_in is True else "off" if built_in is False
+                                                         else built_in)
+            text += f" (default: the model spec's [training] value, else {built_in})"
+        elif f.default is not None:
+            shown = "on" if f.default is True else "off" if f.default is False else f.default
+            text += f" (default: {shown})"
+        kwargs: dict[str, Any] = {"default": None, "help": text, "dest": f.name}
+        if meta["type"] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+        else:
+            kwargs["type"] = meta["type"]
+            kwargs["metavar"] = {int: "N", float: "X"}.get(meta["type"], f.name.upper())
+        group.add_argument(flag, **kwargs)
 
 
 def _rule_option(text: str) -> tuple[str, Any]:
@@ -64,7 +108,7 @@ def _add_log_options(parser: argparse.ArgumentParser, prefix: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from bioplastic.training.compare import (DEFAULT_FEEDBACK_LEARNING, DEFAULT_MODELS, DEFAULT_RANKS,
+    from bioplastic.training.comparison import (DEFAULT_FEEDBACK_LEARNING, DEFAULT_MODELS, DEFAULT_RANKS,
                                              DEFAULT_RULES)
 
     parser = argparse.ArgumentParser(prog="bioplastic", description="bioplastic: learning without backpropagation")
@@ -79,16 +123,17 @@ def _parser() -> argparse.ArgumentParser:
                     "alignment of each layer's update with backprop), writes OUT/results.nc (xarray), "
                     "OUT/figure.png and the trained models OUT/models/<run>.pt. Re-running the same command "
                     "with the same --out resumes: finished runs are skipped.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     g = p.add_argument_group("what to compare")
     g.add_argument("--rules", default=",".join(DEFAULT_RULES),
                    help="comma-separated rule names (bp, fa, dfa, sign_symmetry, kolen_pollack, ldfa, direct_ldfa)")
     g.add_argument("--ranks", default=None,
-                   help="comma-separated absolute feedback ranks for ldfa / direct_ldfa (default "
+                   help="comma-separated absolute feedback ranks for ldfa / direct_ldfa (default: "
                         + ",".join(map(str, DEFAULT_RANKS)) + "; none when --rank-fractions is given)")
     g.add_argument("--rank-fractions", default=None, metavar="F1,F2",
                    help="comma-separated relative feedback ranks for ldfa / direct_ldfa: each layer gets "
-                        "ceil(F * its width), e.g. 0.25 for width/4 (each in (0, 1]; one run per fraction)")
+                        "ceil(F * its width), e.g. 0.25 for width/4 (each in (0, 1]; one run per fraction; "
+                        "default: none)")
     g.add_argument("--feedback-learning", default=",".join(DEFAULT_FEEDBACK_LEARNING),
                    help="comma-separated ways LDFA's feedback learns (fixed, q_only, normative, local, oja); "
                         "one run per way, labelled e.g. ldfa_normative, ldfa_fixed; normative reads the forward "
@@ -113,35 +158,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a top-level key of the model spec, e.g. hidden=512,512 or dropout=0 (repeatable)")
     g.add_argument("--dataset-option", action="append", type=_key_value_option, default=[], metavar="KEY=VALUE",
                    help="an option of the dataset's loader, e.g. n_classes=40 for --dataset teacher (repeatable)")
-    g.add_argument("--max-train", type=int, default=None, help="train on a fixed random subset of N training examples (the same for every run)")
-    g.add_argument("--max-test", type=int, default=None, help="evaluate on the first N test examples")
-    g.add_argument("--cache-dir", default=None, help="where cifar10 caches its decoded images")
+    _add_config_flags(g, "data")
+    g.add_argument("--max-test", type=int, default=None, metavar="N",
+                   help="evaluate on the first N test examples (default: all)")
+    g.add_argument("--cache-dir", default=None, help="where cifar10 caches its decoded images (default: "
+                   "bioplastic.data.cifar10.default_cache_dir())")
     g = p.add_argument_group("training recipe (default: the model spec's [training] table)")
-    g.add_argument("--epochs", type=int, default=None)
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--lr", type=float, default=None, help="learning rate of the forward weights")
-    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=None)
-    g.add_argument("--weight-decay", type=float, default=None)
-    g.add_argument("--feedback-lr", type=float, default=None, help="learning rate of the feedback weights")
-    g.add_argument("--feedback-weight-decay", type=float, default=None)
-    g.add_argument("--schedule", choices=("constant", "cosine"), default=None)
-    g.add_argument("--warmup-epochs", type=float, default=None)
-    g.add_argument("--momentum", type=float, default=None, help="SGD momentum")
-    g.add_argument("--feedback-optimizer", choices=("adam", "adamw", "sgd"), default=None,
-                   help="optimiser of the feedback weights")
-    g.add_argument("--label-smoothing", type=float, default=None)
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="the dataset's augmentation (e.g. random shifts) on training batches")
-    g.add_argument("--grad-clip", type=float, default=None, help="clip the forward gradients' global norm")
-    g.add_argument("--eval-batch-size", type=int, default=None)
-    g.add_argument("--alignment-batch", type=int, default=None, help="test samples used for the alignment")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision")
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
-    g.add_argument("--alignment", action=argparse.BooleanOptionalAction, default=True,
-                   help="measure per-layer alignment with backprop every epoch")
+    _add_config_flags(g, "recipe")
     g = p.add_argument_group("running")
     _add_log_options(g, "sub_")
-    g.add_argument("--device", default="auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    _add_config_flags(g, "running")
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads of torch (default: torch's choice; 1 is faster on a busy machine)")
     g.add_argument("--out", default=DEFAULT_OUT, help="output folder (resumed if it holds finished runs)")
@@ -163,7 +189,7 @@ def _add_reproduce_parser(sub) -> None:
                     "each with a numeric criterion fixed before running, and write OUT/claims.nc (verdicts, "
                     "measured mean, s.d., n seeds, published values) and OUT/report.html. Re-running the same "
                     "command resumes: measured claims are not rerun. Claims: " + ", ".join(claim_ids()) + ".",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     p.add_argument("--budget", required=True, help="one of " + ", ".join(BUDGETS)
                    + " (smoke: tiny sizes that test the plumbing; cpu: a few hours on 2 cores; gpu: the paper's recipes)")
     p.add_argument("--out", required=True, help="output folder (resumed if it holds measured claims)")
@@ -173,7 +199,7 @@ def _add_reproduce_parser(sub) -> None:
     p.add_argument("--data-path", default=None, help="the shared data folder (cifar10/, kriegeskorte2008/) or a "
                    "CIFAR-10 folder (default: $BIOPLASTIC_SHARED_DATA); without it the CIFAR-10 and IT claims "
                    "are reported not run")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (1 is fastest on a busy machine)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of torch (default: torch's choice; 1 is fastest on a busy machine)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bars")
     p.add_argument("--markdown", default=None, metavar="PATH", help="also write the report's Markdown twin to PATH "
                    "(e.g. docs/reproduction.md), its figures as PNG files in PATH without .md (docs/reproduction/)")
@@ -212,7 +238,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
 def _run_compare(args: argparse.Namespace) -> int:
     import bioplastic
-    from bioplastic.training.compare import SHARED_DATA_VARIABLE
+    from bioplastic.training.comparison import SHARED_DATA_VARIABLE
     from bioplastic.training.results import RESULTS_FILE, format_table
 
     if args.threads is not None:
@@ -227,17 +253,22 @@ def _run_compare(args: argparse.Namespace) -> int:
                          "cifar10-jpeg-train.zip / cifar10-jpeg-test.zip or cifar-10-batches-py/) or set "
                          f"{SHARED_DATA_VARIABLE} (its cifar10 folder is used); where to get CIFAR-10: "
                          "docs/data.md of the bioplastic repository")
+    from bioplastic.training.config import config_options
+
     kwargs = dict(
-        rules=args.rules, ranks=args.ranks, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset,
-        out=args.out, feedback_learning=args.feedback_learning, model=args.model, data_path=args.data_path,
-        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
-        feedback_lr=args.feedback_lr, feedback_weight_decay=args.feedback_weight_decay,
-        schedule=args.schedule, warmup_epochs=args.warmup_epochs, amp=args.amp, compile=args.compile,
-        device=args.device, max_train=args.max_train, alignment=args.alignment,
+        rules=args.rules, ranks=args.ranks, seeds=args.seeds, dataset=args.dataset, out=args.out,
+        feedback_learning=args.feedback_learning, model=args.model, data_path=args.data_path,
         rule_options=dict(args.rule_option), progress=args.progress, keep_models=args.models,
     )
+    # TrainConfig's flags: compare's named keywords always, the others (train_options) where given
+    extra = {}
+    for f in config_options():
+        if f.metadata["keyword"]:
+            kwargs[f.name] = getattr(args, f.name)
+        elif getattr(args, f.name) is not None:
+            extra[f.name] = getattr(args, f.name)
     if args.ranks is None:  # the default ranks, unless only relative ranks are asked for
-        from bioplastic.training.compare import DEFAULT_RANKS
+        from bioplastic.training.comparison import DEFAULT_RANKS
 
         kwargs["ranks"] = None if args.rank_fractions is not None else ",".join(map(str, DEFAULT_RANKS))
     # newer options reach compare only when given
@@ -254,7 +285,6 @@ def _run_compare(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} {', '.join(repeated)} given more than once")
         if pairs:
             kwargs[name + "s"] = dict(pairs)
-    extra = {name: getattr(args, name) for name in _EXTRA_TRAIN_OPTIONS if getattr(args, name) is not None}
     if extra:
         kwargs["train_options"] = extra
     ds = bioplastic.compare(**kwargs)
@@ -289,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         logging.getLogger("bioplastic").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     elif not args.quiet:
-        for name in ("bioplastic.cli", "bioplastic.training.compare", "bioplastic.reproduction.runner"):
+        for name in ("bioplastic.cli", "bioplastic.training.comparison", "bioplastic.reproduction.runner"):
             logging.getLogger(name).setLevel(logging.INFO)
     from tqdm.contrib.logging import logging_redirect_tqdm
 

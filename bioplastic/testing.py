@@ -1,4 +1,5 @@
-"""Public test helpers, in the style of ``xarray.testing``: compare the gradients of models and rules.
+"""Public test helpers, in the style of ``xarray.testing``: compare the gradients of models and rules, and
+compare results.
 
 >>> import torch, torch.nn as nn, torch.nn.functional as F, bioplastic
 >>> from bioplastic.testing import assert_gradients_equal
@@ -8,13 +9,13 @@
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-__all__ = ["gradients", "assert_gradients_equal", "propagated_error"]
+__all__ = ["gradients", "assert_gradients_equal", "propagated_error", "assert_results_equal"]
 
 
 def _call(model: nn.Module, inputs: Any) -> torch.Tensor:
@@ -26,7 +27,8 @@ def gradients(model: nn.Module, inputs: Any, targets: Any,
     """Gradients of ``loss_fn(model(inputs), targets)`` w.r.t. every trainable parameter, by name.
 
     Uses ``torch.autograd.grad``: the model's ``.grad`` fields are left unchanged. Under a converted model
-    these are the *rule's* updates (the weight update ``delta^T h``, the feedback parameters' updates).
+    these are the *rule's* updates (the weight update ``delta^T h``, the feedback parameters' updates); a rule
+    that learns from the targets (DRTP) is given ``targets`` (:func:`bioplastic.nn.set_targets`).
 
     Returns
     -------
@@ -34,7 +36,12 @@ def gradients(model: nn.Module, inputs: Any, targets: Any,
         Parameter name (as in ``named_parameters``) -> gradient tensor (None if the loss does not depend on it).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    loss = loss_fn(_call(model, inputs), targets)
+    out = _call(model, inputs)
+    from bioplastic.nn import needs_targets, set_targets
+
+    if needs_targets(model):
+        set_targets(model, targets)
+    loss = loss_fn(out, targets)
     grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
     return {n: g for (n, _), g in zip(named, grads)}
 
@@ -100,3 +107,53 @@ def propagated_error(layer: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> 
         raise ValueError(f"delta has shape {tuple(delta.shape)}, the layer output {tuple(y.shape)}")
     (g,) = torch.autograd.grad(y, x, grad_outputs=delta)
     return g
+
+
+def assert_results_equal(actual: Any, expected: Any, *, ignore: Iterable[str] | None = None,
+                         ignore_attrs: Iterable[str] = ()) -> None:
+    """Assert that two result Datasets are identical (values, dtypes, coordinates, attributes) except for
+    the variables that depend on the machine, not on the computation.
+
+    Parameters
+    ----------
+    actual, expected : xarray.Dataset or xarray.DataArray
+        E.g. the results of a resumed and of an uninterrupted :func:`bioplastic.compare`.
+    ignore : iterable of str, optional
+        Variables or coordinates left out of the comparison (where present). Default:
+        :data:`bioplastic.training.results.WALL_CLOCK_VARIABLES` (``wall_time``, seconds).
+    ignore_attrs : iterable of str
+        Attributes of the Dataset left out (e.g. ``"bioplastic_version"``).
+
+    Raises
+    ------
+    AssertionError
+        :func:`xarray.testing.assert_identical`'s report of what differs.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> from bioplastic.testing import assert_results_equal
+    >>> a = xr.Dataset({"test_accuracy": ("epoch", [0.5, 0.9]), "wall_time": ((), 12.0)})
+    >>> assert_results_equal(a, a.assign(wall_time=13.5))  # wall_time depends on the machine
+    >>> assert_results_equal(a, a.assign(test_accuracy=("epoch", [0.5, 0.8])))
+    Traceback (most recent call last):
+    ...
+    AssertionError: ...
+    """
+    import xarray as xr
+
+    if ignore is None:
+        from bioplastic.training.results import WALL_CLOCK_VARIABLES
+
+        ignore = WALL_CLOCK_VARIABLES
+    ignore = list(ignore)
+
+    def prepared(ds: Any) -> Any:
+        ds = ds.drop_vars(ignore, errors="ignore")
+        if ignore_attrs:
+            ds = ds.copy()
+            for key in ignore_attrs:
+                ds.attrs.pop(key, None)
+        return ds
+
+    xr.testing.assert_identical(prepared(actual), prepared(expected))

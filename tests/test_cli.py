@@ -53,7 +53,7 @@ def test_options_reach_compare(captured_compare, capsys, tmp_path):
 
 
 def test_no_arguments_is_the_default_comparison(captured_compare, tmp_path, monkeypatch):
-    from bioplastic.training.compare import DEFAULT_FEEDBACK_LEARNING, DEFAULT_RANKS, DEFAULT_RULES
+    from bioplastic.training.comparison import DEFAULT_FEEDBACK_LEARNING, DEFAULT_RANKS, DEFAULT_RULES
 
     monkeypatch.chdir(tmp_path)
     assert cli.main(["compare"]) == 0
@@ -86,9 +86,7 @@ def test_rank_fractions_and_test_subset_reach_compare(captured_compare, tmp_path
     (["compare", "--dataset", "cifar10", "--data-path", "/no/such/cifar"], ["/no/such/cifar"]),
 ])
 def test_bad_input_exits_2_naming_the_problem(argv, words, capsys, tmp_path, monkeypatch):
-    import importlib
-
-    compare_mod = importlib.import_module("bioplastic.training.compare")
+    from bioplastic.training import comparison as compare_mod
     monkeypatch.setattr(compare_mod, "_trainer", _no_training)
     with pytest.raises(SystemExit) as info:
         cli.main([*argv, "--out", str(tmp_path / "out"), "--device", "cpu"])
@@ -158,7 +156,7 @@ def test_real_command_end_to_end(tmp_path):
 def test_verbosity_flags_work_before_and_after_the_command(argv, level, captured_compare, tmp_path):
     import logging
 
-    loggers = [logging.getLogger(n) for n in ("bioplastic", "bioplastic.cli", "bioplastic.training.compare")]
+    loggers = [logging.getLogger(n) for n in ("bioplastic", "bioplastic.cli", "bioplastic.training.comparison")]
     saved = [lg.level for lg in loggers]
     try:
         for lg in loggers:
@@ -203,3 +201,43 @@ def test_cli_device_without_cuda_names_the_cli_flag(capsys):
     with pytest.raises(SystemExit) as info:
         main(["compare", "--rules", "bp", "--dataset", "digits", "--epochs", "1", "--device", "cuda"])
     assert info.value.code == 2 and "--device cpu" in capsys.readouterr().err
+
+
+def _compare_parser():
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    return sub.choices["compare"]
+
+
+def test_every_trainconfig_option_has_a_flag_that_reaches_compare(captured_compare, tmp_path):
+    """The recipe flags come from TrainConfig's fields: each one is parsed with its field's type and reaches
+    compare, as a named keyword or in train_options (a new TrainConfig option needs no edit in the CLI)."""
+    from bioplastic.training.config import config_options
+
+    samples = {int: ("7", 7), float: ("0.5", 0.5), str: ("cpu", "cpu")}
+    for f in config_options():
+        meta = f.metadata
+        flag = "--" + f.name.replace("_", "-")
+        if meta["type"] is bool:
+            argv, value = [f"--no-{f.name.replace('_', '-')}"], False
+        elif meta["choices"]:
+            argv, value = [flag, meta["choices"][-1]], meta["choices"][-1]
+        else:
+            text, value = samples[meta["type"]]
+            argv = [flag, text]
+        captured_compare.clear()
+        assert cli.main(["compare", "--out", str(tmp_path), *argv]) == 0
+        got = captured_compare[f.name] if meta["keyword"] else captured_compare["train_options"][f.name]
+        assert got == value, f.name
+
+
+def test_help_names_each_default_at_most_once_and_every_option_has_help():
+    parser = _compare_parser()
+    formatter = cli._HelpFormatter("bioplastic compare")
+    for action in parser._actions:
+        if action.option_strings == ["-h", "--help"]:
+            continue
+        text = formatter._expand_help(action)
+        assert text.strip(), action.option_strings
+        assert text.count("default:") <= 1, (action.option_strings, text)
+        assert "(default: None)" not in text, action.option_strings

@@ -38,12 +38,8 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
 
 
 def _load_builders() -> None:
-    for mod in _ARCHITECTURE_MODULES:
-        try:
-            importlib.import_module(f"bioplastic.architectures.{mod}")
-        except ModuleNotFoundError as exc:  # module not written yet
-            if exc.name != f"bioplastic.architectures.{mod}":
-                raise
+    for mod in _ARCHITECTURE_MODULES:  # each registers its builders on import
+        importlib.import_module(f"bioplastic.architectures.{mod}")
 
 
 def available_specs() -> list[str]:

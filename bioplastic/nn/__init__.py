@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from bioplastic.nn.convert import (
     ConversionReport, LayerReport, conversion_report, convert, feedback_layers, feedback_step, param_groups,
-    set_targets, split_parameters,
+    needs_targets, set_targets, split_parameters,
 )
 from bioplastic.nn.diagnostics import alignment, true_gradient
-from bioplastic.nn.functions import ErrorBus
+from bioplastic.nn.error_bus import ErrorBus
 from bioplastic.nn.layers import FeedbackConv2d, FeedbackLayer, FeedbackLinear, truncated_svd
 
 __all__ = [
-    "convert", "conversion_report", "set_targets", "split_parameters", "param_groups", "feedback_step",
+    "convert", "conversion_report", "set_targets", "needs_targets", "split_parameters", "param_groups", "feedback_step",
     "feedback_layers", "alignment", "true_gradient", "ConversionReport", "LayerReport", "FeedbackLinear",
     "FeedbackConv2d", "FeedbackLayer",
     "ErrorBus", "truncated_svd",

@@ -14,13 +14,12 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from bioplastic._checks import check_finite, check_positive_int
-from bioplastic.nn.functions import ErrorBus
+from bioplastic.nn.error_bus import ErrorBus
 from bioplastic.nn.layers import FeedbackConv2d, FeedbackLayer, FeedbackLinear, init_feedback
-from bioplastic.rules import Rule, make
-from bioplastic.rules.low_rank import KOLEN_POLLACK_MODES
+from bioplastic.rules import Backprop, Rule, make
 
 __all__ = [
-    "convert", "conversion_report", "set_targets", "split_parameters", "param_groups", "feedback_step", "feedback_layers",
+    "convert", "conversion_report", "set_targets", "needs_targets", "split_parameters", "param_groups", "feedback_step", "feedback_layers",
     "ConversionReport", "LayerReport",
 ]
 
@@ -158,7 +157,7 @@ def convert(
     """Return a deep copy of ``model`` whose Linear and Conv2d layers learn with ``rule``.
 
     The forward maths is unchanged; each converted layer's backward gives the exact weight update
-    ``grad_W = delta^T h`` and sends the rule's error below (science notes, section 2; Hanut & Kadmon 2025,
+    ``grad_W = delta^T h`` and sends the rule's error below (docs/rules.md; Hanut & Kadmon 2025,
     arXiv:2502.20580 for LDFA). Feedback parameters (``B``, ``D``, ``P``, ``Q``) become parameters of the
     converted layers and get their rule's update as ``.grad`` during ``loss.backward()``.
 
@@ -271,7 +270,7 @@ def convert(
             raise ValueError(f"ranks: {name!r} is not a converted layer; converted layers: "
                              + (", ".join(repr(n) for n in to_convert) or "(none)"))
         check_positive_int(f"rank of layer {name!r}", r)
-    if ranks and rule.feedback not in ("low_rank", "direct_low_rank"):
+    if ranks and not rule.low_rank:
         raise ValueError(f"ranks applies to the low-rank rules ('ldfa', 'direct_ldfa'), not {rule.name!r}")
 
     for name in to_convert:
@@ -306,24 +305,21 @@ def convert(
     notes: dict[str, str] = {}
     for name in to_convert:
         m = modules[name]
-        if rule.feedback == "low_rank":
-            requested = ranks.get(name, rule.rank_for(m.weight.shape[0]))
-            g, per_group = _max_rank(m)
-            r_g = min(math.ceil(requested / g), per_group)
-            if r_g * g < requested:
-                clipped.append(f"{name!r} ({requested} -> {r_g * g})")
-            elif r_g * g > requested:
-                notes[name] = f"rank rounded up from {requested} to a multiple of groups={g}"
-            layer_rank[name] = r_g * g
-        elif rule.feedback == "direct_low_rank":
-            in_size = math.prod(shapes[name][0]) if name in shapes else m.in_features
-            requested = ranks.get(name, rule.rank if rule.rank is not None else max(1, math.ceil(rule.rank_fraction * d)))
-            r = min(requested, d, in_size)
-            if r < requested:
-                clipped.append(f"{name!r} ({requested} -> {r})")
-            layer_rank[name] = r
-        else:
+        if not rule.low_rank:
             layer_rank[name] = None
+            continue
+        # direct rules: feedback units between e (d) and the layer's input; layer-wise: per group of W
+        requested = ranks.get(name, rule.rank_for(d if rule.direct else m.weight.shape[0]))
+        if rule.direct:
+            g, per_group = 1, min(d, math.prod(shapes[name][0]) if name in shapes else m.in_features)
+        else:
+            g, per_group = _max_rank(m)
+        r_g = min(math.ceil(requested / g), per_group)
+        if r_g * g < requested:
+            clipped.append(f"{name!r} ({requested} -> {r_g * g})")
+        elif r_g * g > requested:
+            notes[name] = f"rank rounded up from {requested} to a multiple of groups={g}"
+        layer_rank[name] = r_g * g
     if clipped:
         message = (f"{rule.name}: rank above the layer's maximum, clipped (effective rank is min(r, in, out)): "
                    + ", ".join(clipped))
@@ -350,7 +346,7 @@ def convert(
         if name in converted:
             role = "output layer: exact error e" if name == output_name else "hidden layer"
             if rule.direct and name != output_name:
-                role += f"; receives e (d={d}) directly"
+                role += f"; receives {'the targets' if rule.needs_targets else 'e'} (d={d}) directly"
             if name in notes:
                 role += f"; {notes[name]}"
             entries.append(LayerReport(name, type(model.get_submodule(name)).__name__,
@@ -388,7 +384,7 @@ def convert(
                else "the model has no nn.Linear or nn.Conv2d layer")
         warnings.warn(f"convert(rule={rule.name!r}) converted no layer: {why}. The model trains with exact "
                       "backprop; see conversion_report(model) for every module", UserWarning, stacklevel=2)
-    if unsupported and rule.feedback != "transport":
+    if unsupported and not isinstance(rule, Backprop):
         warnings.warn(
             f"convert(rule={rule.name!r}): {len(unsupported)} weight-bearing layer(s) stay on exact backprop, not "
             f"on the rule: {', '.join(unsupported)}. The rules replace the backward of nn.Linear and nn.Conv2d "
@@ -487,6 +483,13 @@ def set_targets(model: nn.Module, targets: torch.Tensor) -> None:
     bus.last.targets = targets.detach()
 
 
+def needs_targets(model: nn.Module) -> bool:
+    """Whether the converted model's rule computes the error it sends from the batch targets (DRTP), so that every
+    backward pass needs :func:`set_targets` first. False for a model without converted layers."""
+    layers = feedback_layers(model)
+    return bool(layers) and layers[0][1].rule.needs_targets
+
+
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Forward and feedback parameters, for separate optimisers or parameter groups.
 
@@ -524,14 +527,8 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0) -> list
     forward, feedback = split_parameters(model)
     groups = [{"name": "forward", "params": forward, "lr": lr, "weight_decay": weight_decay}]
     if feedback:
-        rule = conversion_report(model).rule
-        if rule["name"] == "kolen_pollack":
-            fb_lr, fb_wd = lr, weight_decay
-        else:
-            fb_lr = rule.get("feedback_lr") or lr
-            fb_wd = rule.get("feedback_weight_decay")
-            if fb_wd is None:  # q_only / oja: Kolen-Pollack's Q decays like W (rules.low_rank.KOLEN_POLLACK_MODES)
-                fb_wd = weight_decay if rule.get("feedback_learning") in KOLEN_POLLACK_MODES else 0.0
+        conversion_report(model)  # raises for a model not produced by convert
+        fb_lr, fb_wd = feedback_layers(model)[0][1].rule.feedback_hyper(lr, weight_decay)
         groups.append({"name": "feedback", "params": feedback, "lr": fb_lr, "weight_decay": fb_wd})
     return groups
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 import xarray as xr
 
 from bioplastic._checks import check_finite
-from bioplastic.nn.convert import conversion_report, feedback_layers
+from bioplastic.nn.convert import conversion_report, feedback_layers, needs_targets, set_targets
 
 __all__ = ["alignment", "matrix_angle", "largest_principal_angle", "true_gradient"]
 
@@ -97,7 +97,7 @@ def largest_principal_angle(a: torch.Tensor, b: torch.Tensor) -> float:
 def _block_p(layer) -> torch.Tensor:
     """P as an (out, r) matrix; block diagonal across the groups of a grouped convolution."""
     p = layer.P.detach()
-    g = layer.groups_ if layer.rule.feedback == "low_rank" else 1
+    g = 1 if layer.rule.direct else layer.groups_
     p2 = p.reshape(p.shape[0], -1)
     if g == 1:
         return p2
@@ -176,6 +176,8 @@ def alignment(model: nn.Module, inputs: Any, targets: torch.Tensor,
                 bus.force_bp = False
                 bus.capture = {}
                 out = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+                if needs_targets(model):  # a rule that learns from the targets (DRTP)
+                    set_targets(model, targets)
                 loss = loss_fn(out, targets)
                 if loss.dim() != 0:
                     raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
@@ -203,9 +205,8 @@ def alignment(model: nn.Module, inputs: Any, targets: torch.Tensor,
                 fb_angle[i] = matrix_angle(m, layer.weight_matrix())
             if layer.rank is not None:
                 fb_rank[i] = layer.rank
-            kind = layer.rule.feedback
-            if kind in ("low_rank", "direct_low_rank"):
-                source = layer if kind == "low_rank" else output_layer
+            if layer.rule.low_rank:  # span(P) vs the rows P compresses: delta, or e for a direct rule
+                source = output_layer if layer.rule.direct else layer
                 rows = captured.get(id(source)) if source is not None else None
                 if rows is not None and rows.abs().sum() > 0:
                     p = _block_p(layer)

@@ -2,7 +2,7 @@
 
 :func:`bioplastic.convert` turns the layers of a deep copy of the user's model into these classes in place
 (their ``weight``, ``bias``, hooks and attributes stay the same objects), then attaches the feedback
-parameters the rule needs:
+parameters the rule needs (their shapes are the rule's ``feedback_shapes``):
 
 ========================= ======================== =============================================
 rule                      Linear                   Conv2d
@@ -16,61 +16,16 @@ direct_ldfa               ``P`` (d, r), ``Q`` (r, in)   ``P`` (d, r), ``Q`` (r, 
 """
 from __future__ import annotations
 
-import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bioplastic.nn.functions import Conv2dFunction, ErrorBus, LinearFunction, _Slot
+from bioplastic.nn.error_bus import ErrorBus
+from bioplastic.nn.functions import Conv2dFunction, LinearFunction
 from bioplastic.rules import Rule
+from bioplastic.rules.low_rank import svd_factors, truncated_svd
 
 __all__ = ["FeedbackLinear", "FeedbackConv2d", "FeedbackLayer", "truncated_svd"]
-
-# Exact SVD below this size, randomised (Halko, Martinsson & Tropp 2011) above: exact SVD of a 4096 x 4096
-# matrix takes minutes on two CPU cores.
-_EXACT_SVD_MAX = 1024
-
-
-def truncated_svd(w: torch.Tensor, rank: int, *, generator: torch.Generator | None = None,
-                  n_iter: int = 4, oversample: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rank-``rank`` truncated SVD ``w ~ U diag(S) Vh`` (Eckart-Young best approximation).
-
-    Parameters
-    ----------
-    w : torch.Tensor
-        Matrix of shape (m, n).
-    rank : int
-        Number of singular triplets, ``1 <= rank <= min(m, n)``.
-    generator : torch.Generator, optional
-        CPU generator for the randomised algorithm (used when ``min(m, n) > 1024``); same generator state,
-        same result.
-    n_iter, oversample : int
-        Power iterations and oversampling of the randomised range finder (Halko, Martinsson & Tropp 2011,
-        SIAM Review 53:217).
-
-    Returns
-    -------
-    U : (m, rank), S : (rank,), Vh : (rank, n)
-    """
-    m, n = w.shape
-    if min(m, n) <= _EXACT_SVD_MAX:
-        u, s, vh = torch.linalg.svd(w, full_matrices=False)
-        return u[:, :rank], s[:rank], vh[:rank]
-    k = min(rank + oversample, m, n)
-    omega = torch.randn(n, k, generator=generator, dtype=torch.float32).to(device=w.device, dtype=w.dtype)
-    y, _ = torch.linalg.qr(w @ omega)
-    for _ in range(n_iter):
-        z, _ = torch.linalg.qr(w.t() @ y)
-        y, _ = torch.linalg.qr(w @ z)
-    u_b, s, vh = torch.linalg.svd(y.t() @ w, full_matrices=False)
-    return (y @ u_b)[:, :rank], s[:rank], vh[:rank]
-
-
-def _orthonormal(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
-    """(rows, cols) with orthonormal columns (cols <= rows), Haar-distributed."""
-    g = torch.randn(rows, cols, generator=generator)
-    q, r = torch.linalg.qr(g)
-    return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 
 class FeedbackLayer:
@@ -152,27 +107,16 @@ class FeedbackLayer:
 
         BP: ``W``; FA / Kolen-Pollack: ``B``; sign symmetry: ``s sign(W)``; LDFA: ``P Q`` (block diagonal per
         group); the direct rules: ``D`` or ``P Q`` for the output layer only (a hidden layer's direct feedback
-        maps ``e``, not its own ``delta``).
+        maps ``e``, not its own ``delta``). The rule's :meth:`~bioplastic.rules.Rule.feedback_matrix`.
         """
-        w = self.weight_matrix().detach()
-        kind = self.rule.feedback
-        if kind == "transport":
-            return w
-        if kind == "matrix":
-            return self.B.detach().reshape(w.shape)
-        if kind == "sign":
-            s = w.abs().mean() if self.rule.scale == "mean_abs" else 1.0
-            return torch.sign(w) * s
-        if kind == "low_rank":
-            g = self.groups_
-            p3 = self.P.detach().reshape(g, w.shape[0] // g, -1)
-            q3 = self.Q.detach().reshape(g, self.Q.shape[0] // g, -1)
-            return p3.bmm(q3).reshape(w.shape)
-        if not self.is_output:
+        if self.rule.direct and not self.is_output:
             return None
-        if kind == "direct":
-            return self.D.detach().reshape(w.shape)
-        return (self.P.detach() @ self.Q.detach().reshape(self.Q.shape[0], -1)).reshape(w.shape)
+        w = self.weight_matrix().detach()
+        fb = [f.detach() for f in self.feedback_parameters()]
+        if self.rule.direct:
+            fb = [f.reshape(f.shape[0], -1) for f in fb]
+        m = self.rule.feedback_matrix(w, fb, groups=self.groups_)
+        return None if m is None else m.reshape(w.shape)
 
     @torch.no_grad()
     def reinit_feedback_svd(self) -> None:
@@ -182,17 +126,11 @@ class FeedbackLayer:
         layers) draws from a generator seeded by the layer's seed and step count.
         """
         w = self.weight_matrix().detach()
-        g = self.groups_
-        r_g = self.rank // g
         gen = torch.Generator().manual_seed(self.svd_seed + self.steps)
-        ps, qs = [], []
-        for blk in w.reshape(g, w.shape[0] // g, -1):
-            u, s, vh = truncated_svd(blk.double() if blk.device.type == "cpu" else blk, r_g, generator=gen)
-            root = s.sqrt()
-            ps.append(u * root)
-            qs.append(root.unsqueeze(1) * vh)
-        self.P.copy_(torch.cat(ps).reshape(self.P.shape))
-        self.Q.copy_(torch.cat(qs).reshape(self.Q.shape))
+        p, q = svd_factors(w.double() if w.device.type == "cpu" else w, self.rank, groups=self.groups_,
+                           generator=gen)
+        self.P.copy_(p.reshape(self.P.shape))
+        self.Q.copy_(q.reshape(self.Q.shape))
 
     def extra_repr(self) -> str:  # type: ignore[override]
         base = super().extra_repr()  # type: ignore[misc]
@@ -214,10 +152,8 @@ class FeedbackLinear(FeedbackLayer, nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        slot = self.bus.current
-        if self.is_output:  # the output layer ends a forward pass: the next pass gets a fresh slot
-            self.bus.last = slot
-            self.bus.current = _Slot()
+        # the output layer ends a forward pass: the next pass gets a fresh slot
+        slot = self.bus.begin_pass() if self.is_output else self.bus.current
         if not torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
         return LinearFunction.apply(x, self.weight, self.bias, self, slot, *self.feedback_parameters())
@@ -242,10 +178,7 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
         return x, tuple(self.padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        slot = self.bus.current
-        if self.is_output:
-            self.bus.last = slot
-            self.bus.current = _Slot()
+        slot = self.bus.begin_pass() if self.is_output else self.bus.current
         x, padding = self._numeric_padding(x)
         if not torch.is_grad_enabled():
             return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
@@ -257,43 +190,14 @@ def init_feedback(layer: FeedbackLayer, *, d: int | None, input_shape: tuple[int
                   generator: torch.Generator) -> None:
     """Create the feedback parameters of ``layer`` for its rule (called by :func:`bioplastic.convert`).
 
-    Initial values: ``B`` uniform with the variance of ``W``; ``D`` uniform in ``[-1/sqrt(d), 1/sqrt(d)]``;
-    ``P`` with orthonormal columns and ``Q`` Gaussian scaled so that ``delta P Q`` has the expected size of
-    ``delta B`` (LDFA) / ``e D`` (direct LDFA); ``normative``: truncated SVD of ``W``.
+    Shapes and initial values are the rule's (:meth:`~bioplastic.rules.Rule.init_feedback`), trainability too
+    (:meth:`~bioplastic.rules.Rule.learns`); a rule that starts at the truncated SVD of ``W`` (``normative``
+    LDFA, ``starts_at_svd``) is moved there with the layer's SVD seed.
     """
     rule = layer.rule
-    kind = rule.feedback
-    w = layer.weight.detach()
-    w_std = float(w.float().std()) if w.numel() > 1 else 0.0
-    fan_in = w[0].numel()
-    if w_std == 0.0 or not math.isfinite(w_std):
-        w_std = 1.0 / math.sqrt(3 * fan_in)
-    if kind == "matrix":
-        bound = math.sqrt(3.0) * w_std
-        b = (torch.rand(w.shape, generator=generator) * 2 - 1) * bound
-        layer._add_feedback("B", b, trainable=rule.learns_feedback)
-    elif kind == "direct":
-        shape = (d, *input_shape)
-        bound = 1.0 / math.sqrt(d)
-        layer._add_feedback("D", (torch.rand(shape, generator=generator) * 2 - 1) * bound, trainable=False)
-    elif kind == "low_rank":
-        g = layer.groups_
-        r = layer.rank
-        out = w.shape[0]
-        p = torch.cat([_orthonormal(out // g, r // g, generator) for _ in range(g)])
-        if isinstance(layer, nn.Conv2d):
-            p = p.reshape(out, r // g, 1, 1)
-            q_shape = (r, *w.shape[1:])
-        else:
-            q_shape = (r, w.shape[1])
-        q = torch.randn(q_shape, generator=generator) * (w_std * math.sqrt(out / r))
-        layer._add_feedback("P", p, trainable=rule.learns_p)
-        layer._add_feedback("Q", q, trainable=rule.learns_q)
-        if rule.feedback_learning == "normative":
-            layer.reinit_feedback_svd()
-    elif kind == "direct_low_rank":
-        r = layer.rank
-        p = _orthonormal(d, r, generator)
-        q = torch.randn((r, *input_shape), generator=generator) / math.sqrt(3 * r)
-        layer._add_feedback("P", p, trainable=rule.learns_p)
-        layer._add_feedback("Q", q, trainable=rule.learns_q)
+    values = rule.init_feedback(layer.weight.detach(), rank=layer.rank, groups=layer.groups_, d=d,
+                                input_shape=input_shape, generator=generator)
+    for name in rule.feedback_names:
+        layer._add_feedback(name, values[name], trainable=rule.learns(name))
+    if rule.starts_at_svd:
+        layer.reinit_feedback_svd()

@@ -13,23 +13,31 @@ the same numbers): order 0, summed variables that read only state (currents, api
 drive, reconstruction / feed-forward drive of the feedback rules); order 10, the feedback-unit inputs
 ``u = t_src P`` (they read teaching signals computed from order-0 sums); order 15, monitors; order 20,
 synaptic plasticity; order 30, rate dynamics; order 35, bias plasticity.
+
+The feedback synapses' equations come from one table entry per feedback-learning mode
+(:data:`bioplastic.rate.plasticity.RATE_FORMS`: ``brian2_p``, ``brian2_q`` and the summed and neuron variables they
+need), the same entry whose torch increments the torch backend calls; the backend-agreement tests
+(``tests/rate/test_backends.py``) pin the two to each other.
 """
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from bioplastic.rate.activations import brian2_expressions
-from bioplastic.rate.model import ERROR_POPULATION
+from bioplastic.rate.plasticity import rate_form
+from bioplastic.rate.populations import ERROR_POPULATION
+from bioplastic.rate.protocol import Protocol
 
-if TYPE_CHECKING:
-    from bioplastic.rate.model import RateNetwork
-    from bioplastic.rate.simulate import Protocol
+__all__ = ["run_brian2", "use_codegen_target", "CODEGEN_TARGETS"]
 
+CodegenTarget = Literal["numpy", "cython"]
+#: brian2 code generation targets a run may use.
+CODEGEN_TARGETS: tuple[str, ...] = ("numpy", "cython")
 _METHOD = {"exponential": "exponential_euler", "euler": "euler"}
 ORDER_SUM, ORDER_SUM_FEEDBACK, ORDER_MONITOR, ORDER_SYNAPSES, ORDER_NEURONS, ORDER_BIAS = 0, 10, 15, 20, 30, 35
 
@@ -61,8 +69,9 @@ def _connect_matrix(syn: Any, shape: tuple[int, int], pre_is_row: bool) -> None:
         syn.connect(i=cols, j=rows)
 
 
-def run_brian2(net: RateNetwork, proto: Protocol, *, codegen_target: str = "numpy") -> dict[str, Any]:
-    """Simulate ``proto`` on ``net`` with brian2 (weights written back into ``net`` when learning).
+def run_brian2(net, proto: Protocol, *, codegen_target: str = "numpy") -> dict[str, Any]:
+    """Simulate ``proto`` on the :class:`~bioplastic.rate.RateNetwork` ``net`` with brian2 (weights written back
+    into ``net`` when learning).
 
     Returns the same dictionary as :func:`bioplastic.rate.torch_backend.run_torch` (one trial).
     """
@@ -72,14 +81,14 @@ def run_brian2(net: RateNetwork, proto: Protocol, *, codegen_target: str = "nump
         return _run(net, proto, b2, code_class)
 
 
-def _run(net: RateNetwork, proto: Protocol, b2: Any, code_class: type) -> dict[str, Any]:
+def _run(net, proto: Protocol, b2: Any, code_class: type) -> dict[str, Any]:
     second = b2.second
     dt = proto.dt * second
     learn = proto.learn
     fb = net.feedback
-    rule = fb.learning
-    learn_p = learn and rule in ("local", "oja")
-    learn_q = learn and rule != "fixed"
+    form = rate_form(fb.rule, learn=learn)  # the fixed form (no plasticity) when not learning
+    learn_p = learn and fb.rule.learns_p
+    learn_q = learn and fb.rule.learns_q
     weights = {k: v.detach().cpu().double().numpy() for k, v in net._weights.items()}
     rates = net.synaptic_learning_rates()
     kw = dict(dt=dt, codeobj_class=code_class)
@@ -104,8 +113,8 @@ def _run(net: RateNetwork, proto: Protocol, b2: Any, code_class: type) -> dict[s
         eqs = [f"dr/dt = (-r + {f}) / tau : 1", "I = I_ff + b : 1", "I_ff : 1", "b : 1",
                "tau : second (constant, shared)", "eta : 1/second (constant, shared)"]
         eqs += ["teach : 1"] if is_out else ["apical : 1", f"teach = {fprime} * apical : 1"]
-        if pop.name in p_sources and rule == "oja":
-            eqs.append("recon : 1")
+        if pop.name in p_sources:
+            eqs += list(form.brian2_source_variables)
         g = b2.NeuronGroup(pop.size, "\n".join(eqs), method=method, name=f"{pop.name}*", **kw)
         g.tau = pop.tau * second
         g.eta = rates.get(f"b_{pop.name}", 0.0) / second
@@ -116,16 +125,15 @@ def _run(net: RateNetwork, proto: Protocol, b2: Any, code_class: type) -> dict[s
         groups[pop.name] = g
     err_eqs = ["derr/dt = (-err + y - r_out) / tau : 1", "y = target(t, i) : 1", "r_out : 1", "teach = err : 1",
                "tau : second (constant, shared)"]
-    if ERROR_POPULATION in p_sources and rule == "oja":
-        err_eqs.append("recon : 1")
+    if ERROR_POPULATION in p_sources:
+        err_eqs += list(form.brian2_source_variables)
     err = b2.NeuronGroup(net.output.size, "\n".join(err_eqs), method=method, name="error*", **kw)
     err.tau = net.tau_error * second
     err.state_updater.order = ORDER_NEURONS
     groups[ERROR_POPULATION] = err
     for gfb in groups_fb:
         eqs = ["dz/dt = (-z + u) / tau : 1", "u : 1", "tau : second (constant, shared)"]
-        if rule == "local":
-            eqs += [f"ffdrive_{k} : 1" for k in range(len(gfb.targets))]
+        eqs += [v.format(k=k) for v in form.brian2_unit_variables for k in range(len(gfb.targets))]
         g = b2.NeuronGroup(fb.rank, "\n".join(eqs), method=method, name=f"{gfb.name}*", **kw)
         g.tau = fb.tau * second
         g.state_updater.order = ORDER_NEURONS
@@ -166,31 +174,22 @@ def _run(net: RateNetwork, proto: Protocol, b2: Any, code_class: type) -> dict[s
     # feedback projections
     fb_params = ["eta_fb : 1/second (constant, shared)", "lambda_fb : 1 (constant, shared)"]
     for gfb in groups_fb:
-        if rule == "oja" and learn_p:
-            p_model = ["dp/dt = eta_fb * plasticity_gate(t) * (teach_pre - recon_pre) * z_post : 1 (clock-driven)",
-                       "recon_pre = p * z_post : 1 (summed)"]
-        elif rule == "local" and learn_p:
-            drive = " + ".join(f"ffdrive_{k}_post" for k in range(len(gfb.targets)))
-            p_model = [f"dp/dt = eta_fb * plasticity_gate(t) * (teach_pre * ({drive}) - lambda_fb * p) : 1 "
-                       "(clock-driven)"]
-        else:
-            p_model = ["p : 1"]
+        drive = " + ".join(f"ffdrive_{k}_post" for k in range(len(gfb.targets)))
+        p_model = [form.brian2_p.format(drive=drive), *form.brian2_p_summed]
         p_model += ["u_post = p * teach_pre : 1 (summed)"] + fb_params
         syn = _make(gfb.p_name, groups[gfb.source], groups[gfb.name], p_model, learn_p)
         _connect_matrix(syn, weights[gfb.p_name].shape, pre_is_row=True)
         syn.p = weights[gfb.p_name].ravel()
         syn.eta_fb = rates.get(gfb.p_name, 0.0) / second
-        syn.lambda_fb = fb.weight_decay
+        syn.lambda_fb = net.feedback_weight_decay
         for k, (qn, tgt) in enumerate(zip(gfb.q_names, gfb.targets)):
-            q_model = ["dq/dt = eta_fb * plasticity_gate(t) * (z_pre * r_post - lambda_fb * q) : 1 (clock-driven)"
-                       if learn_q else "q : 1", "apical_post = q * z_pre : 1 (summed)"] + fb_params
-            if rule == "local":
-                q_model.append(f"ffdrive_{k}_pre = q * r_post : 1 (summed)")
+            q_model = [form.brian2_q, "apical_post = q * z_pre : 1 (summed)", *fb_params]
+            q_model += [v.format(k=k) for v in form.brian2_q_summed]
             syn = _make(qn, groups[gfb.name], groups[tgt], q_model, learn_q)
             _connect_matrix(syn, weights[qn].shape, pre_is_row=True)
             syn.q = weights[qn].ravel()
             syn.eta_fb = rates.get(qn, 0.0) / second
-            syn.lambda_fb = fb.weight_decay
+            syn.lambda_fb = net.feedback_weight_decay
 
     # monitors
     mon_kw = dict(dt=proto.record_every * dt, when="groups", order=ORDER_MONITOR, codeobj_class=code_class)

@@ -6,25 +6,29 @@ signals ``t = f'(I) a`` / ``e`` and feedback-unit inputs ``u = t_src P``), then 
 (forward Euler, while the plasticity gate is on) and relax every rate towards its drive
 (``r += alpha (f(I) - r)`` with ``alpha = dt/tau`` for Euler, ``1 - exp(-dt/tau)`` for exponential
 integration). No host synchronisation inside the loop; recordings are written into preallocated tensors.
+The feedback plasticity is the rule's entry of :data:`bioplastic.rate.plasticity.RATE_FORMS` (which calls the
+rules' maths); the forward weights follow ``dW/dt = eta_l (t^T r_pre - lambda_W W)``, the rules' exact
+``-grad_W`` with ``delta = -t``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+
 from bioplastic._progress import progress_bar
-
 from bioplastic.rate.activations import rate_derivative, rate_function
-from bioplastic.rate.model import ERROR_POPULATION
+from bioplastic.rate.plasticity import rate_form
+from bioplastic.rate.populations import ERROR_POPULATION
+from bioplastic.rate.protocol import Protocol
 
-if TYPE_CHECKING:
-    from bioplastic.rate.model import RateNetwork
-    from bioplastic.rate.simulate import Protocol
+__all__ = ["run_torch"]
 
 
 @torch.no_grad()
-def run_torch(net: RateNetwork, proto: Protocol) -> dict[str, Any]:
-    """Simulate ``proto`` on ``net`` (weights updated in place when learning).
+def run_torch(net, proto: Protocol) -> dict[str, Any]:
+    """Simulate ``proto`` on the :class:`~bioplastic.rate.RateNetwork` ``net`` (weights updated in place when
+    learning).
 
     Returns
     -------
@@ -54,10 +58,11 @@ def run_torch(net: RateNetwork, proto: Protocol) -> dict[str, Any]:
     eta_c = [rates[f"W_{n}"] * proto.dt / B for n in layers]
     eta_b = [rates.get(f"b_{n}", 0.0) * proto.dt / B for n in layers]
     eta_fb = {k: v * proto.dt for k, v in rates.items() if not k.startswith(("W_", "b_"))}
-    lam = fb.weight_decay
+    lam = net.feedback_weight_decay
     lam_w = net.weight_decay
-    learn_p = fb.learning in ("local", "oja")
-    learn_q = fb.learning != "fixed"
+    form = rate_form(fb.rule)
+    learn_p = fb.rule.learns_p
+    learn_q = fb.rule.learns_q
 
     stim = proto.stimuli.to(device=dev, dtype=dt_).view(proto.n_blocks, B, -1)
     targ = proto.targets.to(device=dev, dtype=dt_).view(proto.n_blocks, B, -1)
@@ -125,14 +130,12 @@ def run_torch(net: RateNetwork, proto: Protocol) -> dict[str, Any]:
                         t_src = teach[g.source]
                         if learn_q:
                             for qn, tgt in zip(g.q_names, g.targets):
-                                r_t = r[layer_index[tgt]]
-                                dQ[qn] = (zg.T @ r_t) / B - lam * w[qn]
-                        if fb.learning == "local":
-                            drive = sum(r[layer_index[tgt]] @ w[qn].T for qn, tgt in zip(g.q_names, g.targets))
-                            dP[g.p_name] = (t_src.T @ drive) / B - lam * w[g.p_name]
-                        elif fb.learning == "oja":
-                            resid = t_src - zg @ w[g.p_name].T
-                            dP[g.p_name] = (resid.T @ zg) / B
+                                dQ[qn] = form.q_increment(zg, r[layer_index[tgt]], w[qn], lam)
+                        if learn_p:
+                            # the local rule reads the drive back through Q's synapses, Oja the feedback units
+                            second = (sum(r[layer_index[tgt]] @ w[qn].T for qn, tgt in zip(g.q_names, g.targets))
+                                      if form.p_reads_drive else zg)
+                            dP[g.p_name] = form.p_increment(t_src, second, w[g.p_name], lam)
                     for k, v in {**dP, **dQ}.items():
                         w[k].add_(v, alpha=eta_fb[k])
                 for i, name in enumerate(layers):

@@ -5,19 +5,19 @@ import dataclasses
 import logging
 import math
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import xarray as xr
-from bioplastic._progress import progress_bar
 
 from bioplastic._checks import check_positive_int
-from bioplastic.rate.simulate import _as_tensor, predict, simulate
+from bioplastic._progress import progress_bar
+from bioplastic.io import stamp
+from bioplastic.rate.dispatch import predict, simulate
+from bioplastic.rate.network import RateNetwork
+from bioplastic.rate.protocol import as_tensor
 from bioplastic.rate.units import to_si
-
-if TYPE_CHECKING:
-    from bioplastic.rate.model import RateNetwork
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ def evaluate(net: RateNetwork, stimuli: Any, labels: Any, *, presentation: float
     ValueError
         Shapes that do not match.
     """
-    y = _as_tensor("labels", labels).long()
-    if y.ndim != 1 or y.shape[0] != _as_tensor("stimuli", stimuli).reshape(-1, net.input.size).shape[0]:
+    y = as_tensor("labels", labels).long()
+    if y.ndim != 1 or y.shape[0] != as_tensor("stimuli", stimuli).reshape(-1, net.input.size).shape[0]:
         raise ValueError(f"labels must have shape (n_stimuli,), got {tuple(y.shape)}")
     out = predict(net, stimuli, presentation=presentation, dt=dt, method=method, batch_size=batch_size)
     return float((out.argmax(-1).cpu() == y).double().mean())
@@ -180,8 +180,8 @@ def train_online(
     ValueError
         Bad shapes or options (see :func:`bioplastic.rate.simulate`).
     """
-    xtr = _as_tensor("x_train", x_train).reshape(-1, net.input.size).to(torch.float64)
-    ytr = _as_tensor("y_train", y_train).long()
+    xtr = as_tensor("x_train", x_train).reshape(-1, net.input.size).to(torch.float64)
+    ytr = as_tensor("y_train", y_train).long()
     if ytr.shape != (xtr.shape[0],):
         raise ValueError(f"y_train must have shape ({xtr.shape[0]},), got {tuple(ytr.shape)}")
     epochs = check_positive_int("epochs", epochs)
@@ -247,8 +247,6 @@ def train_online(
     ds.attrs.update({"backend": backend, "presentation": presentation_s, "dt": dt_s, "method": method,
                      "batch_size": batch_size, "learning_rate_schedule": schedule,
                      "learning_rate_decay": decay})
-    from bioplastic.io import stamp
-
     return stamp(ds, {"network": net.to_dict(), "backend": backend, "presentation": presentation_s, "dt": dt_s,
                       "method": method, "batch_size": batch_size, "seed": seed,
                       "learning_rate_schedule": schedule, "learning_rate_decay": decay,

@@ -194,18 +194,19 @@ def _plot_compare(ds: xr.Dataset, path: Path) -> None:
 def _accuracy_table(ds: xr.Dataset, published: Mapping[tuple[str, int], float] | None = None) -> list[dict]:
     """Final test accuracy (%) per run label and rank that was run: mean, s.d., n over seeds; with ``published``
     ((label, rank) -> %), that column beside ours, and the published conditions we did not run as extra rows."""
-    from bioplastic.training.results import NO_RANK, rank_text
+    from bioplastic.training.results import NO_RANK, upgrade_results
 
+    ds = upgrade_results(ds)
     acc = 100 * ds["test_accuracy"].isel(epoch=-1)
     rows, seen = [], set()
     for label in ds["rule"].values:
-        for rank in ds["rank"].values:
+        for rank, rank_label in zip(ds["rank"].values, ds["rank_label"].values):
             ran = ds["status"].sel(rule=label, rank=rank).values != "not_applicable"
             if not ran.any():
                 continue
             v = acc.sel(rule=label, rank=rank).values[ran]
             seen.add((str(label), int(rank)))
-            row = {"condition": str(label) + ("" if int(rank) == NO_RANK else f" r={rank_text(int(rank))}"),
+            row = {"condition": str(label) + ("" if int(rank) == NO_RANK else f" r={rank_label}"),
                    "final test accuracy (%)": float(np.mean(v)),
                    "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)}
             if published is not None:
@@ -430,9 +431,9 @@ VIT_CIFAR = Experiment(
 
 # ---------------------------------------------------------------------------------------------- FLOP ratio
 def _run_flops(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
-    mod = analysis_module("compute_savings.py")
-    return mod.run([s["model"]], s["ranks"], ["normative"], batch_size=int(s["batch_size"]), repeats=0,
-                   time_models=[], device="cpu")
+    from bioplastic.training.flops import step_flops
+
+    return step_flops([s["model"]], s["ranks"], ["normative"], batch_size=int(s["batch_size"]), device="cpu")
 
 
 def _plot_flops(ds: xr.Dataset, path: Path) -> None:
@@ -469,14 +470,14 @@ def _flops_table(ds: xr.Dataset) -> list[dict]:
 
 FLOPS = Experiment(
     name="flops",
-    description="FLOPs of one training step counted by torch.utils.flop_counter (analyses/compute_savings.py), "
+    description="FLOPs of one training step counted by torch.utils.flop_counter (bioplastic.training.flops), "
                 "BP versus LDFA at several ranks, on the ViT",
     settings={
         "smoke": {"model": "vit_small", "ranks": [1, 32], "batch_size": 2},
         "cpu": {"model": "vit_small", "ranks": [1, 2, 4, 8, 16, 32], "batch_size": 16},
         "gpu": {"model": "vit_cifar", "ranks": [1, 4, 16, 48, 128], "batch_size": 16},
     },
-    run=_run_flops, needs=("analyses/compute_savings.py",), plot=_plot_flops, table=_flops_table, seeded=False)
+    run=_run_flops, plot=_plot_flops, table=_flops_table, seeded=False)
 
 
 # ------------------------------------------------------------------------------- compute to reach a target
@@ -517,13 +518,13 @@ measurement: adaptive LDFA at r = d on the MNIST MLP, at every layer's width / 4
 
 def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
     """FLOPs and wall time for BP and LDFA to reach ``fraction`` of BP's final test accuracy (seed mean), per
-    seed, from the accuracy curves of the MNIST-MLP and CNN comparisons (``analyses/compute_savings.py``'s
-    ``flops_to_target``: FLOPs of one training step counted by ``torch.utils.flop_counter`` times the steps,
+    seed, from the accuracy curves of the MNIST-MLP and CNN comparisons (:func:`bioplastic.training.flops.flops_to_target`: FLOPs of one training step counted by ``torch.utils.flop_counter`` times the steps,
     epochs interpolated linearly between epoch ends). Wall time to target = the run's wall time x epochs to
     target / epochs run (every epoch costs the same; it includes the per-epoch evaluation)."""
     from bioplastic.training.results import NO_RANK, rank_text
 
-    mod = analysis_module("compute_savings.py")
+    from bioplastic.training.flops import flops_to_target
+
     fraction = float(s["fraction"])
     parts = []
     all_curves = [result_of(name, ctx, s["seeds"]) for name, _, _ in COMPUTE_MODELS]
@@ -534,7 +535,7 @@ def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
                    and (curves["status"].sel(rule=label, rank=r).values != "not_applicable").any()]
             rank = ran[0]
         curves = curves.sel(rule=["bp", label])
-        res = mod.flops_to_target(curves, target="bp", fraction=fraction)
+        res = flops_to_target(curves, target="bp", fraction=fraction)
         cells = [("bp", NO_RANK), (label, rank)]
         epochs = curves.sizes["epoch"]
         rows = {k: [] for k in ("flops_per_step", "epochs_to_target", "flops_to_target", "wall_to_target",
@@ -568,7 +569,7 @@ def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
     out = xr.concat(parts, dim="model", coords="minimal", compat="override", combine_attrs="drop")
     out = out.assign_coords(model=[m for _, m, _ in COMPUTE_MODELS])
     out.attrs.update({"fraction": fraction, "target": "fraction of BP's final test accuracy (seed mean)",
-                      "source": "FLOPs: torch.utils.flop_counter via analyses/compute_savings.py"})
+                      "source": "FLOPs: torch.utils.flop_counter via bioplastic.training.flops"})
     return out
 
 
@@ -625,7 +626,7 @@ def _compute_table(ds: xr.Dataset) -> list[dict]:
 
 COMPUTE_TO_TARGET = Experiment(
     name="compute_to_target",
-    description="training FLOPs (torch.utils.flop_counter, analyses/compute_savings.py) and wall time for BP "
+    description="training FLOPs (torch.utils.flop_counter, bioplastic.training.flops) and wall time for BP "
                 "and adaptive LDFA to reach 90 % of BP's final test accuracy, from the accuracy curves of the "
                 "MNIST-MLP comparison (LDFA r = 10) and the CNN comparison (cnn_small, LDFA at width / 4), per "
                 "seed; wall time on the machine and threads of the run (one thread on a shared CPU for cpu)",
@@ -634,7 +635,7 @@ COMPUTE_TO_TARGET = Experiment(
         "cpu": {"seeds": [0, 1, 2], "fraction": 0.9},
         "gpu": {"seeds": [0, 1, 2], "fraction": 0.9},
     },
-    run=_run_compute_to_target, needs=("cifar10", "analyses/compute_savings.py"), plot=_plot_compute,
+    run=_run_compute_to_target, needs=("cifar10",), plot=_plot_compute,
     table=_compute_table)
 
 
@@ -808,57 +809,34 @@ def _twin_function():
 
 
 def _run_rate(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
-    """The rate network (``models/rate_mnist.toml``) and its autograd twin trained on the same digits in the same
-    online order (``bioplastic.rate.compare_with_twin``), per seed."""
-    fn = _twin_function()
-    if fn is None:
-        raise NotAvailable("needs the autograd twin of the rate network (bioplastic.rate.compare_with_twin: the "
-                           "same 784-256-10 network, digits and online order trained by bioplastic.convert with "
-                           "batch size 1), which this version of bioplastic does not have")
-    kwargs = {k: s[k] for k in ("epochs", "n_train", "n_test") if k in s}
-    return fn(s.get("spec", "rate_mnist"), seeds=s["seeds"], progress=ctx.progress, **kwargs)
+    """:func:`bioplastic.rate.twin.compare_with_twin` (docs/rate.md, "The rate network against its autograd twin")."""
+    from bioplastic.rate.twin import compare_with_twin
+
+    return compare_with_twin("rate_mnist", seeds=s["seeds"], epochs=s.get("epochs"), n_train=s.get("n_train"),
+                             n_test=s.get("n_test"), bp_step_scales=s.get("bp_step_scales", [1.0]),
+                             progress=ctx.progress)
 
 
 def _plot_rate(ds: xr.Dataset, path: Path) -> None:
-    import matplotlib
+    from bioplastic.rate.twin import plot_twin
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    x = ds["epoch"].values if "epoch" in ds.coords else ds["step"].values
-    for m, color in zip(ds["model"].values, plt.cm.tab10.colors):
-        for k, seed in enumerate(ds["seed"].values):
-            ax.plot(x, 100 * ds["test_accuracy"].sel(model=m, seed=seed), "o-", ms=2.5, lw=1, color=color,
-                    alpha=0.8, label=str(m) if k == 0 else None)
-    ax.set_xlabel("epoch (stimuli presented / training digits)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
-    plt.close(fig)
+    plot_twin(ds, path)
 
 
 def _rate_table(ds: xr.Dataset) -> list[dict]:
-    rows = []
-    final = 100 * ds["test_accuracy"].isel(step=-1)
-    for m in ds["model"].values:
-        v = final.sel(model=m).values
-        rows.append({"condition": str(m), "final test accuracy (%)": float(np.mean(v)),
-                     "s.d.": float(np.std(v, ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size),
-                     "CPU s per run": float(ds["wall_time"].sel(model=m).mean()) if "wall_time" in ds else
-                     float("nan")})
-    return rows
+    from bioplastic.rate.twin import twin_table
+
+    return twin_table(ds)
 
 
 RATE_NETWORK = Experiment(
     name="rate_network",
-    description="the rate network of bioplastic.rate (models/rate_mnist.toml: 784-256-10, continuous time, "
-                "feedback population, local rule) trained online on the embedded MNIST next to its autograd "
-                "twin (bioplastic.convert with the same rule, batch size 1, the same digits in the same order) "
-                "and the backprop twin (bioplastic.rate.compare_with_twin)",
-    settings={"smoke": {"seeds": [0], "epochs": 1, "n_train": 200, "n_test": 500},
-              "cpu": {"seeds": [0, 1, 2]}, "gpu": {"seeds": [0, 1, 2]}},
+    description="the rate network of bioplastic.rate (models/rate_mnist.toml: 784-256-10, direct_ldfa rank 10, Oja) "
+                "trained online on the embedded MNIST next to its autograd twin (bioplastic.convert, the same rule, "
+                "initial weights, digits, order and step sizes, batch size 1) and the backprop twin",
+    settings={"smoke": {"seeds": [0], "epochs": 1, "n_train": 300, "n_test": 500},
+              "cpu": {"seeds": [0, 1, 2], "epochs": 3, "bp_step_scales": [1.0, 4.0, 16.0]},
+              "gpu": {"seeds": [0, 1, 2], "epochs": 10, "bp_step_scales": [1.0, 4.0, 16.0]}},
     run=_run_rate, needs=("rate_twin",), plot=_plot_rate, table=_rate_table)
 
 
@@ -932,7 +910,7 @@ def find_data(data_path: str | os.PathLike | None) -> tuple[Path | None, Path | 
     FileNotFoundError
         ``data_path`` is given but does not exist.
     """
-    from bioplastic.training.compare import SHARED_DATA_VARIABLE
+    from bioplastic.training.comparison import SHARED_DATA_VARIABLE
 
     if data_path is None:
         env = os.environ.get(SHARED_DATA_VARIABLE)

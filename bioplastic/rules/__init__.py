@@ -6,7 +6,7 @@
 'local'
 
 Every rule updates each weight layer with the exact ``grad_W = delta^T h``; the rules differ in the error sent
-to the layer below and in how their feedback weights learn (``docs/rules.md``; science notes section 2):
+to the layer below and in how their feedback weights learn (``docs/rules.md``):
 
 ============== ==================== ===================================================================
 name           error sent below     feedback weights
@@ -18,9 +18,12 @@ sign_symmetry  ``delta s sign(W)``  recomputed from ``W`` (Liao, Leibo & Poggio 
 kolen_pollack  ``delta B``          ``grad_B = grad_W`` + weight decay (Kolen & Pollack 1994; Akrout 2019)
 ldfa           ``(delta P) Q``      five feedback-learning modes (Hanut & Kadmon 2025, arXiv:2502.20580)
 direct_ldfa    ``(e P_l) Q_l``      idem, from the output error
+drtp           ``y* D_l``           ``D_l`` fixed random, from the one-hot target (Frenkel et al. 2021)
 ============== ==================== ===================================================================
 
-The torch executor is :func:`bioplastic.convert`.
+Each rule class owns its maths in matrix form (feedback operator, feedback parameters' shapes and initial
+values, which of them learn, their gradients); the torch executor (:func:`bioplastic.convert`) and the linear
+theory (:mod:`bioplastic.theory`) call it. How to add a rule: docs/rules.md, "How to add a rule".
 """
 from __future__ import annotations
 
@@ -28,24 +31,31 @@ import dataclasses
 from typing import Any
 
 from bioplastic._checks import check_choice
-from bioplastic.rules.alignment import DirectFeedbackAlignment, FeedbackAlignment, KolenPollack, SignSymmetry
+from bioplastic.rules.alignment import (DirectFeedbackAlignment, DirectRandomTargetProjection, FeedbackAlignment,
+                                       KolenPollack, SignSymmetry)
 from bioplastic.rules.backprop import Backprop
 from bioplastic.rules.base import Rule
 from bioplastic.rules.low_rank import FEEDBACK_LEARNING, LDFA, DirectLDFA
 
 __all__ = [
-    "Rule", "make", "from_dict", "RULE_NAMES", "FEEDBACK_LEARNING", "Backprop", "FeedbackAlignment",
-    "DirectFeedbackAlignment", "SignSymmetry", "KolenPollack", "LDFA", "DirectLDFA",
+    "Rule", "make", "from_dict", "rule_class", "options", "RULE_NAMES", "FEEDBACK_LEARNING", "Backprop", "FeedbackAlignment",
+    "DirectFeedbackAlignment", "SignSymmetry", "KolenPollack", "LDFA", "DirectLDFA", "DirectRandomTargetProjection",
 ]
 
 _REGISTRY: dict[str, type[Rule]] = {
     cls.name: cls
-    for cls in (Backprop, FeedbackAlignment, DirectFeedbackAlignment, SignSymmetry, KolenPollack, LDFA, DirectLDFA)
+    for cls in (Backprop, FeedbackAlignment, DirectFeedbackAlignment, SignSymmetry, KolenPollack, LDFA, DirectLDFA,
+                DirectRandomTargetProjection)
 }
 
-#: Every rule name, in the order of the science notes' table.
-RULE_NAMES = ("bp", "fa", "dfa", "sign_symmetry", "kolen_pollack", "ldfa", "direct_ldfa")
-assert set(RULE_NAMES) == set(_REGISTRY)
+#: Every rule name, in registry order.
+RULE_NAMES = tuple(_REGISTRY)
+
+
+def rule_class(name: str) -> type[Rule]:
+    """The class registered under ``name`` (raises ``ValueError`` listing the rules for an unknown name)."""
+    check_choice("rule", name, RULE_NAMES)
+    return _REGISTRY[name]
 
 
 def options(name: str) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Backpropagation: the reference every other rule is compared with."""
+"""Backpropagation: the exact gradient, the reference every other rule is measured against."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,12 +10,14 @@ __all__ = ["Backprop"]
 
 @dataclasses.dataclass(frozen=True)
 class Backprop(Rule):
-    """Error backpropagation, ``g_in = delta W`` (weight transport).
+    """Backpropagation: ``g_in = delta W`` (weight transport; Rumelhart, Hinton & Williams 1986).
 
-    Converting a model with this rule keeps its gradients exactly those of plain PyTorch autograd; it exists
-    so that every rule runs through the same code path and the per-layer diagnostics
-    (:func:`bioplastic.nn.alignment`) have their reference (Rumelhart, Hinton & Williams 1986).
+    No feedback parameters; :meth:`feedback_kernel` is ``W`` itself.
     """
 
     name = "bp"
     feedback = "transport"
+
+    def feedback_kernel(self, weight, feedback):
+        """``(W, None)``: the error sent below is ``delta W``."""
+        return weight, None

@@ -13,16 +13,31 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from bioplastic._checks import check_choice, check_positive_int
+from bioplastic.rules.alignment import weight_std
 from bioplastic.rules.base import Rule, check_nonnegative_float
+from bioplastic.rules.ops import DenseOps, target_rows
 
-__all__ = ["LDFA", "DirectLDFA", "FEEDBACK_LEARNING", "KOLEN_POLLACK_MODES", "OJA_COVARIANCE", "oja_subspace_gradient", "oja_rows",
-           "target_rows"]
+__all__ = [
+    "LDFA", "DirectLDFA", "FEEDBACK_LEARNING", "LEARNS", "KOLEN_POLLACK_MODES", "OJA_COVARIANCE",
+    "oja_subspace_gradient", "oja_covariance_gradient", "oja_rows_gradient", "oja_rows", "target_rows",
+    "local_p_gradient", "kolen_pollack_q_gradient", "normative_gradients", "low_rank_feedback", "truncated_svd",
+    "svd_factors", "orthonormal_columns", "DenseOps",
+]
 
-#: The five ways the feedback subspace learns (science notes, section 2).
+#: The five ways the feedback subspace learns (docs/rules.md, "LDFA feedback learning").
 FEEDBACK_LEARNING = ("fixed", "q_only", "normative", "local", "oja")
+
+#: Which of ``P`` and ``Q`` learn in each mode: the one place that decides it (the executors create frozen
+#: parameters for the others, the linear theory integrates only the learned ones).
+LEARNS = {
+    "fixed": {"P": False, "Q": False},
+    "q_only": {"P": False, "Q": True},
+    "normative": {"P": True, "Q": True},
+    "local": {"P": True, "Q": True},
+    "oja": {"P": True, "Q": True},
+}
 
 FeedbackLearning = Literal["fixed", "q_only", "normative", "local", "oja"]
 
@@ -84,48 +99,6 @@ def oja_subspace_gradient(cp, ptcp, p, trace):
     return (torch.matmul(p, ptcp) - cp) / trace
 
 
-def target_rows(targets, n_rows: int, width: int, *, standardize: bool, dtype=None):
-    """The rows ``T`` (``n_rows``, ``width``) whose covariance ``T^T T`` drives Oja's rule with targets.
-
-    Parameters
-    ----------
-    targets : torch.Tensor
-        Class indices (integer, shape ``(n_rows,)``; one-hot encoded to ``width`` classes) or target vectors
-        (floating point, shape ``(n_rows, width)``: regression targets, soft labels).
-    n_rows, width : int
-        Rows and width of the layer's error (``N`` rows of the flattened batch, ``d`` outputs).
-    standardize : bool
-        Standardise each column over the batch, ``(T - mean) / (std + 1e-8)``: the authors' direct variant
-        (``rADFA_linear.py`` of github.com/maherhanut1/LDFA). Without it the raw one-hot labels (their
-        layer-wise output layer, ``rAFA_linear.py``): ``T^T T / N`` is the label covariance ``Sigma^yy``.
-    dtype : torch.dtype, optional
-
-    Raises
-    ------
-    ValueError
-        Targets whose shape does not match the layer's error rows, or class indices outside ``[0, width)``.
-    """
-    if not targets.is_floating_point():
-        if tuple(targets.shape) != (n_rows,):
-            raise ValueError(f"oja targets: class indices must have shape ({n_rows},) (one per error row of the "
-                             f"output layer), got {tuple(targets.shape)}")
-        # checked on CPU only: on an accelerator a host read would sync every step (F.one_hot checks there)
-        lo, hi = (int(targets.min()), int(targets.max())) if targets.device.type == "cpu" else (0, 0)
-        if lo < 0 or hi >= width:
-            raise ValueError(f"oja targets: class indices must lie in [0, {width}), got values in [{lo}, {hi}]")
-        t = F.one_hot(targets.long(), width).to(dtype or torch.get_default_dtype())
-    else:
-        t = targets.reshape(-1, targets.shape[-1]) if targets.dim() > 1 else targets
-        if tuple(t.shape) != (n_rows, width):
-            raise ValueError(f"oja targets: target vectors must have shape ({n_rows}, {width}) (one per error row "
-                             f"of the output layer), got {tuple(targets.shape)}")
-        t = t.to(dtype or t.dtype)
-    if standardize:
-        std = t.std(0) if n_rows > 1 else torch.zeros_like(t[0])
-        t = (t - t.mean(0)) / (std + 1e-8)
-    return t
-
-
 def oja_rows(rows, *, centre: bool):
     """The error (or target) rows of Oja's covariance, centred over the batch when ``centre`` is true.
 
@@ -133,7 +106,191 @@ def oja_rows(rows, *, centre: bool):
     github.com/maherhanut1/LDFA: per-pixel errors centred and divided by the largest column s.d.; the scalar
     division is absorbed by the trace normalisation of :func:`oja_subspace_gradient`).
     """
-    return rows - rows.mean(0, keepdim=True) if centre else rows
+    return DenseOps.centre(rows) if centre else rows
+
+
+def oja_covariance_gradient(c, p, *, normalise: bool = True):
+    """Oja's ``grad_P`` from a covariance matrix: ``-(C_n P - P (P^T C_n P))``, ``C_n = C / tr C``.
+
+    Parameters
+    ----------
+    c : torch.Tensor
+        ``C``, shape ``(out, out)`` (symmetric, positive semi-definite: an error or label covariance).
+    p : torch.Tensor
+        ``P``, shape ``(out, r)``.
+    normalise : bool
+        Divide ``C`` by its trace (default, as every executor of bioplastic); False uses ``C`` as it is.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(out, r)``: :func:`oja_subspace_gradient` of ``C P``, ``P^T C P``.
+    """
+    cp = c @ p
+    return oja_subspace_gradient(cp, p.T @ cp, p, torch.trace(c) if normalise else 1.0)
+
+
+def oja_rows_gradient(ops, p, z=None, *, source=None, centre: bool = False):
+    """Oja's ``grad_P`` from rows ``S``: ``C = S^T S / tr(S^T S)``, without forming ``C``.
+
+    Parameters
+    ----------
+    ops : DenseOps or a layout with the same methods
+        ``ops.error`` is ``S`` unless ``source`` is given (rows (N, out) in :class:`DenseOps`).
+    p : torch.Tensor
+        ``P``, shape ``(out, r)`` (a convolution layout: ``(C_out, r/g, 1, 1)``).
+    z : torch.Tensor, optional
+        ``ops.error P`` when already computed (ignored with ``source`` or ``centre``).
+    source : torch.Tensor, optional
+        Rows to use instead of the error (the targets, :func:`target_rows`), in :meth:`DenseOps.rows` layout.
+    centre : bool
+        Subtract the rows' batch mean first (``oja_centre``; for a convolution, per channel over batch and
+        positions).
+
+    Returns
+    -------
+    torch.Tensor
+        Shape of ``p``. Oja (1982, 1989); Hanut & Kadmon (2025), arXiv:2502.20580.
+    """
+    rows = ops.rows(ops.error) if source is None else source
+    if centre:
+        rows = ops.centre(rows)
+        zs = ops.project(rows, p)
+    elif source is not None or z is None:
+        zs = ops.project(rows, p)
+    else:
+        zs = ops.rows(z)
+    grad = oja_subspace_gradient(ops.cross(rows, zs), ops.cross(zs, zs), ops.grouped(p), rows.square().sum())
+    return grad.reshape(p.shape)
+
+
+def local_p_gradient(ops, p, q):
+    """The synapse-local ``grad_P = delta^T (h Q^T)``: error times the feedback units' feedforward drive.
+
+    ``ops.error``: ``delta`` (N, out), ``ops.h``: (N, in); ``p`` (out, r), ``q`` (r, in). Returns the shape
+    of ``p``. Hanut & Kadmon (2025), arXiv:2502.20580 (v4).
+    """
+    return ops.cross(ops.rows(ops.error), ops.rows(ops.drive(q))).reshape(p.shape)
+
+
+def kolen_pollack_q_gradient(ops, z, q):
+    """``grad_Q = (delta P)^T h = z^T h``: the feedback units' activity times the layer's input.
+
+    Equals ``P^T grad_W`` (Kolen & Pollack 1994; Akrout et al. 2019, projected by ``P``). ``z`` (N, r),
+    ``ops.h`` (N, in); returns the shape of ``q`` (r, in).
+    """
+    return ops.outer(z, q.shape)
+
+
+def normative_gradients(p, q, w, groups: int = 1):
+    """``grad_P = (PQ - W) Q^T``, ``grad_Q = P^T (PQ - W)`` per group, without materialising ``PQ``.
+
+    Descent on ``0.5 ||P Q - W||_F^2`` (Hanut & Kadmon 2025, arXiv:2502.20580, normative rule).
+
+    Parameters
+    ----------
+    p : torch.Tensor
+        (out, r/g) (the groups' blocks stacked along rows).
+    q : torch.Tensor
+        (r, K).
+    w : torch.Tensor
+        (out, K), ``K`` = in per group (a flattened kernel ``W.view(C_out, -1)``).
+    groups : int
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        Shaped like ``p`` and ``q``.
+    """
+    out = w.shape[0]
+    if groups == 1:  # two skinny products over W (memory-bound on CPU: each reads W once)
+        qt = q.t()
+        grad_p = torch.addmm(p.mm(q.mm(qt)), w, qt, beta=1, alpha=-1)
+        pt = p.t()
+        grad_q = torch.addmm(pt.mm(p).mm(q), pt, w, beta=1, alpha=-1)
+        return grad_p, grad_q
+    p3 = p.reshape(groups, out // groups, -1)
+    q3 = q.reshape(groups, q.shape[0] // groups, -1)
+    w3 = w.reshape(groups, out // groups, -1)
+    qt = q3.transpose(1, 2)
+    grad_p = torch.baddbmm(p3.bmm(q3.bmm(qt)), w3, qt, beta=1, alpha=-1)
+    pt = p3.transpose(1, 2)
+    grad_q = torch.baddbmm(pt.bmm(p3).bmm(q3), pt, w3, beta=1, alpha=-1)
+    return grad_p.reshape(p.shape), grad_q.reshape(q.shape)
+
+
+def low_rank_feedback(p, q, *, groups: int = 1):
+    """The effective feedback ``P Q`` (out, K): block diagonal per group (``g_in = delta P Q``).
+
+    ``p`` (out, r/g) or a conv ``(C_out, r/g, 1, 1)``; ``q`` (r, ...) flattened to (r, K). In the paper's
+    column convention this is ``B^T = (Q_c P_c)^T`` (``B`` of shape (in, out)).
+    """
+    p3 = p.reshape(groups, p.shape[0] // groups, -1)
+    q3 = q.reshape(groups, q.shape[0] // groups, -1)
+    return p3.bmm(q3).reshape(p.shape[0], -1)
+
+
+# Exact SVD below this size, randomised (Halko, Martinsson & Tropp 2011) above: exact SVD of a 4096 x 4096
+# matrix takes minutes on two CPU cores.
+_EXACT_SVD_MAX = 1024
+
+
+def truncated_svd(w, rank: int, *, generator=None, n_iter: int = 4, oversample: int = 10):
+    """Rank-``rank`` truncated SVD ``w ~ U diag(S) Vh`` (Eckart-Young best approximation).
+
+    Parameters
+    ----------
+    w : torch.Tensor
+        Matrix of shape (m, n).
+    rank : int
+        Number of singular triplets, ``1 <= rank <= min(m, n)``.
+    generator : torch.Generator, optional
+        CPU generator for the randomised algorithm (used when ``min(m, n) > 1024``); same generator state,
+        same result.
+    n_iter, oversample : int
+        Power iterations and oversampling of the randomised range finder (Halko, Martinsson & Tropp 2011,
+        SIAM Review 53:217).
+
+    Returns
+    -------
+    U : (m, rank), S : (rank,), Vh : (rank, n)
+    """
+    m, n = w.shape
+    if min(m, n) <= _EXACT_SVD_MAX:
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        return u[:, :rank], s[:rank], vh[:rank]
+    k = min(rank + oversample, m, n)
+    omega = torch.randn(n, k, generator=generator, dtype=torch.float32).to(device=w.device, dtype=w.dtype)
+    y, _ = torch.linalg.qr(w @ omega)
+    for _ in range(n_iter):
+        z, _ = torch.linalg.qr(w.t() @ y)
+        y, _ = torch.linalg.qr(w @ z)
+    u_b, s, vh = torch.linalg.svd(y.t() @ w, full_matrices=False)
+    return (y @ u_b)[:, :rank], s[:rank], vh[:rank]
+
+
+def svd_factors(w, rank: int, *, groups: int = 1, generator=None):
+    """``P = U sqrt(S)``, ``Q = sqrt(S) V^T`` from the rank-r truncated SVD of ``W`` (per group).
+
+    The start (and restart) of the normative rule (Hanut & Kadmon 2025, arXiv:2502.20580): ``P Q`` is the best
+    rank-r approximation of ``W`` (Eckart-Young). ``w`` (out, K); returns ``P`` (out, r/g) and ``Q`` (r, K),
+    the groups' blocks stacked. ``generator``: see :func:`truncated_svd`.
+    """
+    r_g = rank // groups
+    ps, qs = [], []
+    for blk in w.reshape(groups, w.shape[0] // groups, -1):
+        u, s, vh = truncated_svd(blk, r_g, generator=generator)
+        root = s.sqrt()
+        ps.append(u * root)
+        qs.append(root.unsqueeze(1) * vh)
+    return torch.cat(ps), torch.cat(qs)
+
+
+def orthonormal_columns(rows: int, cols: int, generator) -> torch.Tensor:
+    """(rows, cols) CPU float32 matrix with orthonormal columns (cols <= rows), Haar-distributed."""
+    g = torch.randn(rows, cols, generator=generator)
+    q, r = torch.linalg.qr(g)
+    return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,10 +371,24 @@ class LDFA(Rule):
         Unknown ``feedback_learning`` (listing the allowed values), ``rank < 1``, both ``rank`` and
         ``rank_fraction``, ``rank_fraction`` outside ``(0, 1]``, negative or non-finite rates,
         ``reinit_every`` with a mode other than ``"normative"``.
+
+    Notes
+    -----
+    The maths, called by the torch executor, the linear theory and the rate network (docs/rules.md, "How the
+    rules are written"): :meth:`learns` (:data:`LEARNS`), :meth:`feedback_shapes`, :meth:`init_feedback`,
+    :meth:`send_error` ``(delta P) Q``, :meth:`feedback_gradients` and :meth:`backward`, written with this
+    module's functions on a layout ``ops`` (:class:`~bioplastic.rules.ops.DenseOps` for rows):
+    :func:`oja_rows_gradient` ``(ops, p, z=None, *, source=None, centre=False)``,
+    :func:`oja_covariance_gradient` ``(c, p, *, normalise=True)``, :func:`local_p_gradient` ``(ops, p, q)``,
+    :func:`kolen_pollack_q_gradient` ``(ops, z, q)``, :func:`normative_gradients` ``(p, q, w, groups=1)``,
+    :func:`low_rank_feedback` ``(p, q, *, groups=1)`` (``P Q``) and :func:`svd_factors` ``(w, rank, *,
+    groups=1, generator=None)``.
     """
 
     name = "ldfa"
     feedback = "low_rank"
+    feedback_names = ("P", "Q")
+    low_rank = True
     rank: int | None = None
     rank_fraction: float | None = None
     feedback_learning: FeedbackLearning = "normative"
@@ -269,25 +440,151 @@ class LDFA(Rule):
     def _allowed_modes() -> tuple[str, ...]:
         return FEEDBACK_LEARNING
 
+    # --- which factor learns, the feedback hyper-parameters ------------------------------------------------------
+    def learns(self, name: str) -> bool:
+        """Whether ``"P"`` / ``"Q"`` learns in this mode (:data:`LEARNS`)."""
+        self._check_feedback_name(name)
+        return LEARNS[self.feedback_learning][name]
+
     @property
     def learns_p(self) -> bool:
         """Whether ``P`` receives a gradient."""
-        return self.feedback_learning in ("normative", "local", "oja")
+        return self.learns("P")
 
     @property
     def learns_q(self) -> bool:
         """Whether ``Q`` receives a gradient."""
-        return self.feedback_learning != "fixed"
+        return self.learns("Q")
 
     @property
-    def learns_feedback(self) -> bool:
-        return self.learns_q
+    def feedback_decay_follows_forward(self) -> bool:
+        """``q_only`` and ``oja``: their ``Q`` learns by Kolen-Pollack (:data:`KOLEN_POLLACK_MODES`)."""
+        return self.feedback_learning in KOLEN_POLLACK_MODES
+
+    @property
+    def reads_targets(self) -> bool:
+        """Oja's rule with ``oja_covariance`` ``"targets"`` or ``"auto"`` reads the batch targets."""
+        return self.feedback_learning == "oja" and self.oja_covariance != "error"
+
+    @property
+    def gradients_scale_with_loss(self) -> bool:
+        """``normative`` (reads ``W``) and ``oja`` (trace-normalised covariance) give feedback gradients that do
+        not scale with the loss."""
+        return self.feedback_learning not in ("normative", "oja")
+
+    @property
+    def starts_at_svd(self) -> bool:
+        """``normative``: ``P, Q`` start (and restart every ``reinit_every`` steps) at :func:`svd_factors`."""
+        return self.feedback_learning == "normative"
 
     def rank_for(self, width: int) -> int:
         """Requested rank for a layer of output width ``width`` (before clipping to the layer's maximum)."""
         if self.rank is not None:
             return self.rank
         return max(1, math.ceil(self.rank_fraction * width))
+
+    # --- shapes and initial values --------------------------------------------------------------------------------
+    def feedback_shapes(self, weight_shape, *, rank=None, groups=1, d=None, input_shape=None):
+        """``P`` (out, r), ``Q`` (r, in); Conv2d: ``P`` (C_out, r/g, 1, 1), ``Q`` (r, C_in/g, k, k)."""
+        out = weight_shape[0]
+        if len(weight_shape) == 4:
+            return {"P": (out, rank // groups, 1, 1), "Q": (rank, *weight_shape[1:])}
+        return {"P": (out, rank), "Q": (rank, weight_shape[1])}
+
+    def init_feedback(self, weight, *, rank=None, groups=1, d=None, input_shape=None, generator=None):
+        """``P`` with orthonormal columns (per group), ``Q`` Gaussian with s.d. ``std(W) sqrt(out / r)``, so that
+        ``delta P Q`` has the expected size of ``delta B`` with FA's ``B``. ``normative`` then restarts at
+        :func:`svd_factors` (:attr:`starts_at_svd`; the executor does it, it needs the layer's SVD seed)."""
+        shapes = self.feedback_shapes(tuple(weight.shape), rank=rank, groups=groups)
+        out = weight.shape[0]
+        p = torch.cat([orthonormal_columns(out // groups, rank // groups, generator) for _ in range(groups)])
+        q = torch.randn(shapes["Q"], generator=generator) * (weight_std(weight) * math.sqrt(out / rank))
+        return {"P": p.reshape(shapes["P"]), "Q": q}
+
+    # --- the error sent below and the gradients of P, Q --------------------------------------------------------
+    def _reads_z(self, need_x: bool, need) -> bool:
+        """Whether the backward reads ``z = delta P``: the error sent below ``z Q``, ``grad_Q = z^T h``
+        (all learning modes but ``normative``) or Oja's ``grad_P``."""
+        if need_x:
+            return True
+        mode = self.feedback_learning
+        if mode in ("fixed", "normative") or not any(need):
+            return False
+        return bool(need[1]) or (bool(need[0]) and mode == "oja")
+
+    def send_error(self, ops, weight, feedback, z=None):
+        """``g_in = (delta P) Q`` (``e`` for :class:`DirectLDFA`), clamped to ``error_clamp`` if set."""
+        p, q = feedback
+        if z is None:
+            z = ops.compress(ops.error, p)
+        g = ops.send(z, q)
+        return g if self.error_clamp is None else g.clamp(-self.error_clamp, self.error_clamp)
+
+    def feedback_gradients(self, ops, weight, feedback, need, *, grad_w=None, z=None):
+        """``[grad_P, grad_Q]`` of the mode (docs/rules.md table; ``None`` where not learned or not needed)."""
+        mode = self.feedback_learning
+        if mode == "fixed" or not any(need):
+            return [None, None]
+        p, q = feedback
+        if mode == "normative":
+            gp, gq = normative_gradients(ops.flat(p), ops.flat(q), ops.flat(weight), ops.groups)
+            return [gp.reshape(p.shape) if need[0] else None, gq.reshape(q.shape) if need[1] else None]
+        if z is None and self._reads_z(False, need):
+            z = ops.compress(ops.error, p)
+        grad_q = kolen_pollack_q_gradient(ops, z, q) if need[1] else None
+        grad_p = None
+        if need[0]:
+            if mode == "local":
+                grad_p = local_p_gradient(ops, p, q)
+            else:  # oja
+                covariance = getattr(ops, "covariance", None)
+                if covariance is not None:  # population moments (the linear theory): (C, normalise)
+                    grad_p = oja_covariance_gradient(covariance[0], p, normalise=covariance[1])
+                else:
+                    grad_p = oja_rows_gradient(ops, p, z, source=self._oja_target_rows(ops), centre=self.oja_centre)
+        return [grad_p, grad_q]
+
+    def backward(self, ops, weight, feedback, need_x, need, *, grad_w=None):
+        """``(g_in, [grad_P, grad_Q])`` sharing ``z = delta P``, computed only when read."""
+        z = ops.compress(ops.error, feedback[0]) if self._reads_z(need_x, need) else None
+        g_in = self.send_error(ops, weight, feedback, z) if need_x else None
+        return g_in, self.feedback_gradients(ops, weight, feedback, need, z=z)
+
+    def _oja_target_rows(self, ops):
+        """Target rows for Oja's covariance of this layer (``oja_covariance``), ``None`` for the error rows.
+
+        Targets stand in for the error at the output layer of layer-wise LDFA and at every layer of direct LDFA
+        (whose ``P`` lives in the output space), standardised per class for the direct variant (the authors'
+        ``rADFA_linear.py``).
+
+        Raises
+        ------
+        RuntimeError
+            ``oja_covariance="targets"`` without the batch targets, or at a Conv2d output layer.
+        """
+        cov = self.oja_covariance
+        if cov == "error" or not (self.direct or ops.is_output):
+            return None
+        if not ops.supports_targets:
+            if cov == "targets":
+                raise RuntimeError(f"layer {ops.layer_name!r}: oja_covariance='targets' is not defined for a "
+                                   "Conv2d output layer (per-position errors have no per-position targets); use "
+                                   "oja_covariance='error'")
+            return None
+        if ops.targets is None:
+            if cov == "auto":
+                return None
+            raise RuntimeError(
+                f"layer {ops.layer_name!r} ({self.name}, feedback_learning='oja', oja_covariance='targets') "
+                "needs the targets of this batch: call bioplastic.nn.set_targets(model, targets) after the forward "
+                "pass and before backward (bioplastic's trainer does), or use oja_covariance='error'")
+        rows = ops.error
+        return target_rows(ops.targets.to(rows.device), rows.shape[0], rows.shape[1], standardize=self.direct,
+                           dtype=rows.dtype)
+
+    def feedback_matrix(self, weight, feedback, *, groups=1):
+        """``P Q`` (block diagonal per group), :func:`low_rank_feedback`."""
+        return low_rank_feedback(feedback[0], feedback[1], groups=groups)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,6 +606,21 @@ class DirectLDFA(LDFA):
     feedback = "direct_low_rank"
     direct = True
     feedback_learning: FeedbackLearning = "local"
+
+    def feedback_shapes(self, weight_shape, *, rank=None, groups=1, d=None, input_shape=None):
+        """``P`` (d, r), ``Q`` (r, *input_shape): ``(r, in)`` or ``(r, C_in, H, W)``."""
+        return {"P": (d, rank), "Q": (rank, *input_shape)}
+
+    def init_feedback(self, weight, *, rank=None, groups=1, d=None, input_shape=None, generator=None):
+        """``P`` with orthonormal columns, ``Q`` Gaussian with s.d. ``1 / sqrt(3 r)``, so that ``e P Q`` has the
+        expected size of DFA's ``e D``."""
+        p = orthonormal_columns(d, rank, generator)
+        q = torch.randn((rank, *input_shape), generator=generator) / math.sqrt(3 * rank)
+        return {"P": p, "Q": q}
+
+    def feedback_matrix(self, weight, feedback, *, groups=1):
+        """``P Q`` (d, in): the map of ``e``; it maps ``delta`` only at the output layer (where ``delta = e``)."""
+        return feedback[0] @ feedback[1].reshape(feedback[1].shape[0], -1)
 
     def __post_init__(self) -> None:
         if self.feedback_learning == "normative":

@@ -25,7 +25,7 @@ from bioplastic.theory.dynamics import (
 )
 from bioplastic.theory.experiment import compare_rules, parse_rule_label, rule_labels, teacher_from_spec
 from bioplastic.theory.ode import METHODS, gradient_flow, saxe_mode_strength
-from bioplastic.theory.simulate import record_steps, simulate
+from bioplastic.theory.simulation import record_steps, simulate
 from bioplastic.theory.teachers import Teacher, as_teacher, paper_teacher, random_teacher
 
 __all__ = [

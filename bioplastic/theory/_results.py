@@ -76,7 +76,7 @@ def diagnostics(spec: RuleSpec, state: dict[str, torch.Tensor], target: torch.Te
     else:
         out["q_alignment"] = torch.full((), float("nan"), dtype=w2.dtype, device=w2.device)
     uw = _top_left(w2, n_angles)
-    uf = uw if spec.rule == "bp" else _top_left(f, n_angles)
+    uf = uw if f is w2 else _top_left(f, n_angles)  # backprop: F is W2 itself
     if u is None:
         ut = torch.eye(w2.shape[0], n_angles, dtype=w2.dtype, device=w2.device)
     else:

@@ -23,7 +23,7 @@ error covariance ``<e e^T>``   ``C = E M^T - M Syx^T + Syy``
 ``F``, ldfa / direct_ldfa      ``P Q``, ``P`` (m, r), ``Q`` (r, k)
 ============================== ==================================================================
 
-Feedback learning (science notes section 2, written for this student; ``eta_B`` the feedback learning rate
+Feedback learning (docs/rules.md, written for this student; ``eta_B`` the feedback learning rate
 (``feedback_lr``; ``P`` may learn at its own ``feedback_lr_p``), ``lambda_B`` the feedback weight decay, every
 gradient applied by plain descent):
 
@@ -40,7 +40,14 @@ gradient applied by plain descent):
   covariance ``<e e^T>`` (``oja_covariance="error"``, default) or the output covariance ``Syy = <y y^T>``
   (``"targets"``: the paper's theory, ICLR 2025 Eq. 8, and the authors' v1 code with one-hot labels at the
   output). Default ``error_normalization``: ``"trace"`` for ``oja``, ``"none"`` for ``local`` (as the rule
-  core). The formula is :func:`bioplastic.rules.low_rank.oja_subspace_gradient`, shared with the torch executor.
+  core).
+
+None of these formulas is restated here: :func:`increments` calls the rule object's own methods
+(:meth:`bioplastic.rules.Rule.feedback_matrix` for ``F``, :meth:`bioplastic.rules.Rule.feedback_gradients` for the
+feedback parameters), the methods the torch executor calls, with the population moments factorised as rows: in
+:class:`bioplastic.rules.ops.DenseOps` the error rows are ``E^T`` (n, m) and the input rows ``W1^T`` (n, k), so
+``delta^T h`` is ``E W1^T = <e h^T>``; Oja's rule gets its covariance ``C`` and normaliser directly. Which
+parameters learn is the rule's :meth:`~bioplastic.rules.Rule.learns`.
 
 Source: Hanut & Kadmon (2025), "Training Large Neural Networks With Low-Dimensional Error Feedback",
 arXiv:2502.20580; BP mode dynamics: Saxe, McClelland & Ganguli (2014), ICLR.
@@ -48,32 +55,30 @@ arXiv:2502.20580; BP mode dynamics: Saxe, McClelland & Ganguli (2014), ICLR.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Literal
 
 import torch
 
+from bioplastic import rules as _rules
 from bioplastic._checks import check_choice, check_positive_int
-
-try:  # the rule core's names, so that the theory and the torch executor agree on them
-    from bioplastic.rules import FEEDBACK_LEARNING, RULE_NAMES
-except ImportError:  # pragma: no cover - only while the rule core is being written
-    RULE_NAMES = ("bp", "fa", "dfa", "sign_symmetry", "kolen_pollack", "ldfa", "direct_ldfa")
-    FEEDBACK_LEARNING = ("fixed", "q_only", "normative", "local", "oja")
-from bioplastic.rules.low_rank import oja_subspace_gradient  # noqa: E402  (one Oja formula for both executors)
+from bioplastic.rules import FEEDBACK_LEARNING, RULE_NAMES
+from bioplastic.rules.low_rank import KOLEN_POLLACK_MODES, svd_factors
+from bioplastic.rules.ops import DenseOps
 
 __all__ = ["RULE_NAMES", "FEEDBACK_LEARNING", "ERROR_NORMALIZATIONS", "INITS", "SIGN_SCALES", "RuleSpec",
            "make_rule_spec", "rule_label", "increments", "feedback_operator", "initial_state", "svd_feedback"]
 
-#: Rules the linear theory implements (every rule of the rule core; for a student with one hidden layer the
-#: "direct" variants coincide with their layer-wise counterparts, as the output error is the delta of ``W2``).
+#: Rules the linear theory implements (for a student with one hidden layer the "direct" variants coincide with
+#: their layer-wise counterparts, as the output error is the delta of ``W2``; DRTP's teaching signal is the
+#: target, not an error, and is not part of this theory).
 THEORY_RULES = ("bp", "fa", "dfa", "sign_symmetry", "kolen_pollack", "ldfa", "direct_ldfa")
 ERROR_NORMALIZATIONS = ("trace", "none")
 #: Covariance source of ``oja`` in the theory: the error ``<e e^T>`` or the output covariance ``Syy``.
 OJA_COVARIANCES = ("error", "targets")
 INITS = ("random", "decoupled")
 SIGN_SCALES = ("mean_abs", "unit")
-_LOW_RANK = ("ldfa", "direct_ldfa")
 
 Rule = Literal["bp", "fa", "dfa", "sign_symmetry", "kolen_pollack", "ldfa", "direct_ldfa"]
 FeedbackLearning = Literal["fixed", "q_only", "normative", "local", "oja"]
@@ -111,17 +116,30 @@ class RuleSpec:
         """Readable label for the ``rule`` coordinate (``"bp"``, ``"ldfa_normative"``, ...)."""
         return rule_label(self.rule, self.feedback_learning)
 
+    @functools.cached_property
+    def rule_object(self) -> _rules.Rule:
+        """The :class:`bioplastic.rules.Rule` whose maths the theory calls."""
+        if self.low_rank:
+            return _rules.make(self.rule, rank=self.rank, feedback_learning=self.feedback_learning,
+                               oja_covariance=self.oja_covariance if self.feedback_learning == "oja" else "auto")
+        if self.rule == "sign_symmetry":
+            return _rules.make(self.rule, scale=self.sign_scale)
+        return _rules.make(self.rule)
+
     @property
     def low_rank(self) -> bool:
-        return self.rule in _LOW_RANK
+        return _rules.rule_class(self.rule).low_rank
 
     def feedback_names(self) -> tuple[str, ...]:
-        """Names of the feedback parameters in the state (``()``, ``("B",)`` or ``("P", "Q")``)."""
-        if self.rule in ("fa", "dfa", "kolen_pollack"):
-            return ("B",)
-        if self.low_rank:
-            return ("P", "Q")
-        return ()
+        """Names of the feedback parameters in the state (``()``, ``("B",)`` or ``("P", "Q")``): the rule's,
+        with a single feedback matrix called ``B`` (DFA's ``D`` of the one hidden layer is FA's ``B``)."""
+        names = _rules.rule_class(self.rule).feedback_names
+        return ("B",) if len(names) == 1 else names
+
+    def learns(self, name: str) -> bool:
+        """Whether the state's feedback parameter ``name`` learns (the rule's :meth:`~bioplastic.rules.Rule.learns`)."""
+        rule = self.rule_object
+        return rule.learns(rule.feedback_names[self.feedback_names().index(name)])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,7 +147,8 @@ class RuleSpec:
 
 def rule_label(rule: str, feedback_learning: str | None = None) -> str:
     """``"ldfa_normative"`` for LDFA-type rules, the rule name otherwise."""
-    return f"{rule}_{feedback_learning}" if rule in _LOW_RANK and feedback_learning else rule
+    low_rank = rule in RULE_NAMES and _rules.rule_class(rule).low_rank
+    return f"{rule}_{feedback_learning}" if low_rank and feedback_learning else rule
 
 
 def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None = None,
@@ -186,7 +205,8 @@ def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, k):
         raise ValueError(f"rank {rank!r} out of range: the feedback rank must be an integer in "
                          f"1 .. min(n_outputs, n_hidden) = {min(m, k)}")
-    if rule in _LOW_RANK:
+    low_rank = _rules.rule_class(rule).low_rank
+    if low_rank:
         feedback_learning = feedback_learning or ("normative" if rule == "ldfa" else "local")
         check_choice(f"{rule} feedback_learning", feedback_learning, FEEDBACK_LEARNING)
         if rule == "direct_ldfa" and feedback_learning == "normative":
@@ -200,7 +220,7 @@ def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None
                                                                           positive=True)
     weight_decay = _check_rate("weight_decay", weight_decay, positive=False)
     if feedback_weight_decay is None:  # q_only / oja: Kolen-Pollack's Q decays like W (the rule core's default)
-        feedback_weight_decay = weight_decay if feedback_learning in ("q_only", "oja") else None
+        feedback_weight_decay = weight_decay if feedback_learning in KOLEN_POLLACK_MODES else None
     feedback_weight_decay = _check_rate("feedback_weight_decay", 0.0 if feedback_weight_decay is None
                                         else feedback_weight_decay, positive=False)
     oja_covariance = "error" if oja_covariance is None else oja_covariance
@@ -217,7 +237,7 @@ def make_rule_spec(rule: Any, *, n_outputs: int, n_hidden: int, rank: int | None
         if not (rule == "ldfa" and feedback_learning == "normative"):
             raise ValueError("reinit_every applies only to rule 'ldfa' with feedback_learning='normative'")
         reinit_every = check_positive_int("reinit_every", reinit_every)
-    return RuleSpec(rule=rule, feedback_learning=feedback_learning if rule in _LOW_RANK else None, rank=rank,
+    return RuleSpec(rule=rule, feedback_learning=feedback_learning if low_rank else None, rank=rank,
                     lr=lr, feedback_lr=feedback_lr, feedback_lr_p=feedback_lr_p, weight_decay=weight_decay,
                     feedback_weight_decay=feedback_weight_decay, error_normalization=error_normalization,
                     sign_scale=sign_scale, reinit_every=reinit_every, oja_covariance=oja_covariance)
@@ -231,17 +251,12 @@ def feedback_operator(spec: RuleSpec, state: dict[str, torch.Tensor],
     ``output_basis`` (m, m): the state's output coordinates are ``U^T`` (neurons); only sign symmetry, which is
     not rotation covariant (the sign is taken synapse by synapse), needs it: ``F = U^T s sign(U W2')``.
     """
+    rule = spec.rule_object
     w2 = state["W2"]
-    if spec.rule == "bp":
-        return w2
-    if spec.rule == "sign_symmetry":
-        w = w2 if output_basis is None else output_basis @ w2
-        scale = w.abs().mean() if spec.sign_scale == "mean_abs" else 1.0
-        f = scale * torch.sign(w)
-        return f if output_basis is None else output_basis.T @ f
-    if spec.low_rank:
-        return state["P"] @ state["Q"]
-    return state["B"]
+    feedback = [state[name] for name in spec.feedback_names()]
+    if output_basis is None or rule.rotation_covariant:
+        return rule.feedback_matrix(w2, feedback)
+    return output_basis.T @ rule.feedback_matrix(output_basis @ w2, feedback)
 
 
 def increments(spec: RuleSpec, state: dict[str, torch.Tensor], sxx: torch.Tensor | None, syx: torch.Tensor,
@@ -275,38 +290,30 @@ def increments(spec: RuleSpec, state: dict[str, torch.Tensor], sxx: torch.Tensor
     wd, fwd = spec.weight_decay, spec.feedback_weight_decay
     out = {"W2": -lr * (g2 + wd * w2) if wd else -lr * g2,
            "W1": -lr * (g1 + wd * w1) if wd else -lr * g1}
-    if spec.rule == "kolen_pollack":
-        out["B"] = -flr * (g2 + fwd * state["B"])
-    elif spec.low_rank and spec.feedback_learning != "fixed":
-        p, q = state["P"], state["Q"]
-        mode = spec.feedback_learning
-        if mode == "q_only":
-            grad_p, grad_q = None, p.T @ g2
-        elif mode == "normative":
-            d = p @ q - w2
-            grad_p, grad_q = d @ q.T, p.T @ d
-        elif mode == "local":
-            if spec.error_normalization == "trace":  # delta / sqrt(tr <delta^T delta>)
-                tr = torch.trace(e @ m_.T - m_ @ syx.T + syy)
-                g2 = g2 / torch.sqrt(torch.clamp(tr, min=torch.finfo(tr.dtype).tiny))
-            grad_p, grad_q = g2 @ q.T, p.T @ g2
-        else:  # oja: error covariance <e e^T> or the output covariance Syy (the paper's Eq. 8)
+    names = spec.feedback_names()
+    need = tuple(spec.learns(name) for name in names)
+    if any(need):
+        rows = e.T                          # the population's error rows: rows^T W1^T = <e h^T> = grad_W2
+        covariance = None
+        if spec.feedback_learning == "local" and spec.error_normalization == "trace":  # delta / sqrt(tr <e e^T>)
+            tr = torch.trace(e @ m_.T - m_ @ syx.T + syy)
+            rows = rows / torch.sqrt(torch.clamp(tr, min=torch.finfo(tr.dtype).tiny))
+        elif spec.feedback_learning == "oja":  # error covariance <e e^T> or the output covariance Syy (Eq. 8)
             c = syy if spec.oja_covariance == "targets" else e @ m_.T - m_ @ syx.T + syy
-            cp = c @ p
-            trace = torch.trace(c) if spec.error_normalization == "trace" else 1.0
-            grad_p, grad_q = oja_subspace_gradient(cp, p.T @ cp, p, trace), p.T @ g2
-        if grad_p is not None:
-            plr = spec.feedback_lr_p
-            out["P"] = -plr * (grad_p + fwd * p) if fwd else -plr * grad_p
-        out["Q"] = -flr * (grad_q + fwd * q) if fwd else -flr * grad_q
+            covariance = (c, spec.error_normalization == "trace")
+        ops = DenseOps(rows, w1.T, covariance=covariance)
+        grads = spec.rule_object.feedback_gradients(ops, w2, [state[name] for name in names], need, grad_w=g2)
+        for name, grad in zip(names, grads):
+            if grad is not None:
+                rate = spec.feedback_lr_p if name == "P" else flr
+                out[name] = -rate * (grad + fwd * state[name]) if fwd else -rate * grad
     return out
 
 
 def svd_feedback(w2: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``P = U_r sqrt(S_r)``, ``Q = sqrt(S_r) V_r^T`` from the truncated SVD of ``W2`` (Eckart-Young init)."""
-    u, s, vh = torch.linalg.svd(w2, full_matrices=False)
-    root = torch.sqrt(s[:rank])
-    return u[:, :rank] * root, root[:, None] * vh[:rank]
+    """``P = U_r sqrt(S_r)``, ``Q = sqrt(S_r) V_r^T`` from the truncated SVD of ``W2`` (Eckart-Young init):
+    :func:`bioplastic.rules.low_rank.svd_factors`, the normative rule's start in the torch executor too."""
+    return svd_factors(w2, rank)
 
 
 def _orthonormal(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
@@ -368,10 +375,10 @@ def initial_state(spec: RuleSpec, teacher, n_hidden: int, *, init: str = "random
                                  f"(n_outputs={m}, n_hidden={k}, n_inputs={n})")
             check_finite(f"initial_weights[{key!r}]", value)
             state[key] = value
-    if spec.rule in ("fa", "dfa", "kolen_pollack"):
+    if spec.feedback_names() == ("B",):
         state["B"] = torch.randn(m, k, generator=gen, dtype=torch.float64) * (feedback_init_scale / math.sqrt(k))
     elif spec.low_rank:
-        if spec.feedback_learning == "normative":
+        if spec.rule_object.starts_at_svd:
             state["P"], state["Q"] = svd_feedback(state["W2"], r)
         else:
             state["P"] = _orthonormal(m, r, gen)

@@ -8,9 +8,9 @@ from typing import Any, Literal
 import xarray as xr
 
 from bioplastic._checks import check_choice
-from bioplastic.theory.dynamics import FEEDBACK_LEARNING, RULE_NAMES, THEORY_RULES
+from bioplastic.theory.dynamics import FEEDBACK_LEARNING, THEORY_RULES
 from bioplastic.theory.ode import gradient_flow
-from bioplastic.theory.simulate import simulate
+from bioplastic.theory.simulation import simulate
 from bioplastic.theory.teachers import Teacher, paper_teacher, random_teacher
 
 __all__ = ["parse_rule_label", "rule_labels", "compare_rules", "teacher_from_spec", "EXECUTORS"]
@@ -39,7 +39,7 @@ def parse_rule_label(label: str) -> tuple[str, str | None]:
     ValueError
         Unknown label (the message lists the allowed ones).
     """
-    if label in RULE_NAMES:
+    if label in THEORY_RULES:
         return label, None
     check_choice("rule label", label, rule_labels())
     for rule in ("direct_ldfa", "ldfa"):

@@ -16,7 +16,7 @@ from bioplastic.theory.dynamics import (
     ErrorNormalization, FeedbackLearning, Init, Rule, feedback_operator, increments, initial_state, make_rule_spec,
     svd_feedback,
 )
-from bioplastic.theory.simulate import record_steps
+from bioplastic.theory.simulation import record_steps
 from bioplastic.theory.teachers import Teacher, as_teacher
 
 __all__ = ["gradient_flow", "saxe_mode_strength", "METHODS"]
@@ -98,7 +98,7 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
     With white inputs the population gradient depends on the data only through ``Sxx = I`` and
     ``Syx = W* = U S V^T``. In rotated coordinates ``W1' = W1 V``, ``W2' = U^T W2``, ``P' = U^T P``,
     ``B' = U^T B`` the flow of every rule keeps its form with ``W*`` replaced by the rectangular diagonal
-    ``S`` (science notes, section 3: ``tau dW2/dt = R W1^T``, ``tau dW1/dt = B R`` with ``B = W2^T`` for BP,
+    ``S`` (docs/theory.md: ``tau dW2/dt = R W1^T``, ``tau dW1/dt = B R`` with ``B = W2^T`` for BP,
     the fixed ``B`` for FA, ``Q P`` for LDFA, and the feedback flows of :mod:`bioplastic.theory.dynamics`),
     so the reduction is exact for any initial condition (sign symmetry, whose ``sign`` acts synapse by synapse,
     is evaluated in the neurons' basis): the per-mode quantities are read off the diagonal
@@ -183,10 +183,7 @@ def gradient_flow(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor
             states.append({"W1": w1, "W2": w2})
         label = "closed_form"
     else:
-        learned = ["W1", "W2", *[nm for nm in spec.feedback_names()
-                                 if not (nm == "P" and spec.feedback_learning in ("fixed", "q_only"))
-                                 and not (nm == "Q" and spec.feedback_learning == "fixed")
-                                 and not (nm == "B" and spec.rule != "kolen_pollack")]]
+        learned = ["W1", "W2", *[nm for nm in spec.feedback_names() if spec.learns(nm)]]
         shapes = {nm: tuple(state0[nm].shape) for nm in learned}
         sizes = [int(np.prod(shapes[nm])) for nm in learned]
         frozen = {nm: t for nm, t in state0.items() if nm not in learned}

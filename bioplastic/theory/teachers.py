@@ -94,7 +94,7 @@ class Teacher:
         """Population loss ``0.5 * sum_{j >= r} s_j^2 + floor`` of the best rank-``r`` map (Eckart-Young).
 
         A reference line, not a floor for a two-layer student trained with rank-``r`` feedback: its random
-        initial weights let it use more than ``r`` directions (science notes, section 3).
+        initial weights let it use more than ``r`` directions (docs/theory.md).
         """
         r = check_positive_int("r", r, minimum=0)
         return 0.5 * float((self.singular_values[r:] ** 2).sum()) + self.floor
@@ -197,7 +197,7 @@ def paper_teacher(n_outputs: int = 64, n_inputs: int = 128, *, hidden: int = 64,
     ``numpy.random.default_rng(seed)``; the authors used ``64 x 64`` and ``64 x 128`` (arXiv:2502.20580).
     With ``rank`` given, ``W*`` is replaced by its best rank-``rank`` approximation (truncated SVD). With the
     defaults and ``rank=4``, ``0.5 ||W*||_F^2 = 1153.9``: the initial loss 1154 of the reference simulation of
-    the science notes (n=128, k=64, m=64, teacher of rank 4).
+    docs/theory.md (n=128, k=64, m=64, teacher of rank 4).
 
     Parameters
     ----------

@@ -4,11 +4,15 @@ side by side and returns an xarray Dataset (``bioplastic compare`` on the comman
 Names
 -----
 compare        train rules x ranks x feedback learning x seeds; results as ``xarray.Dataset``
+               (``bioplastic.training.comparison``)
 load_results   read ``out/results.nc`` of a comparison
-load_model     the trained, converted model of one run of a comparison (``out/models/<run>.pt``)
+load_model     the trained, converted model of one run of a comparison (``out/models/<run>.pt``,
+               ``bioplastic.training.store``)
 list_models    the runs whose models were saved
 plot_comparison, format_table   the figure and the printed table
-TrainConfig, RunResult, train   the training engine (``bioplastic.training.trainer``)
+TrainConfig    a run's configuration (``bioplastic.training.config``)
+RunResult, train   the training loop (``bioplastic.training.trainer``)
+flops          FLOPs per training step and to a target accuracy (``bioplastic.training.flops``)
 run_task_dimensionality, minimal_sufficient_rank   the task-dimensionality experiment and its r* estimate
     (``bioplastic.training.task_dimensionality``, docs/task_dimensionality.md)
 """
@@ -16,22 +20,21 @@ from __future__ import annotations
 
 import importlib
 
-# Imported eagerly: the function ``compare`` must shadow the submodule of the same name (importing a
-# submodule binds it on the package once, at first import, which happens here).
-from bioplastic.training.compare import compare, list_models, load_model
-
 _LAZY = {
+    "compare": "bioplastic.training.comparison",
+    "load_model": "bioplastic.training.store",
+    "list_models": "bioplastic.training.store",
     "load_results": "bioplastic.training.results",
     "format_table": "bioplastic.training.results",
     "plot_comparison": "bioplastic.training.plots",
-    "TrainConfig": "bioplastic.training.trainer",
+    "TrainConfig": "bioplastic.training.config",
     "RunResult": "bioplastic.training.trainer",
     "train": "bioplastic.training.trainer",
     "run_task_dimensionality": "bioplastic.training.task_dimensionality",
     "minimal_sufficient_rank": "bioplastic.training.task_dimensionality",
 }
 
-__all__ = sorted({"compare", "list_models", "load_model"} | set(_LAZY))
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str):

@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from bioplastic import io
-from bioplastic.training.results import NO_RANK, flagged_runs, rank_fraction_of, rank_text, weight_transport
+from bioplastic.training.results import NO_RANK, flagged_runs, upgrade_results, weight_transport
 
 
 ALIGNMENT_LABELS = {
@@ -109,8 +109,12 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
     """
     from matplotlib.ticker import MaxNLocator, NullFormatter
 
+    ds = upgrade_results(ds)
     labels = [str(x) for x in ds["rule"].values]
     ranks = [int(r) for r in ds["rank"].values]
+    # what each rank key means, from the coordinates: its text and, for a relative rank, its fraction
+    rank_text = dict(zip(ranks, (str(t) for t in ds["rank_label"].values)))
+    fraction = {r: (float(f) if np.isfinite(f) else None) for r, f in zip(ranks, ds["rank_fraction"].values)}
     n_seeds = int(ds.sizes.get("seed", 1))
     colours = _colours(labels)
     acc = ds["test_accuracy"].values * 100.0  # (rule, rank, seed, epoch)
@@ -126,9 +130,9 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
     axes = fig.subplots(1, 3 if has_align else 2)
     ax = axes[0]
     # Absolute ranks (r >= 1) and relative ranks (fraction of each layer's width, negative rank codes).
-    absolute = [r for r in ranks if r != NO_RANK and rank_fraction_of(r) is None]
-    relative = [r for r in ranks if rank_fraction_of(r) is not None]
-    true_ranks = sorted(absolute) + sorted(relative, key=rank_fraction_of)
+    absolute = [r for r in ranks if r != NO_RANK and fraction[r] is None]
+    relative = [r for r in ranks if fraction[r] is not None]
+    true_ranks = sorted(absolute) + sorted(relative, key=fraction.get)
     for i, lab in enumerate(labels):
         for j, r in enumerate(ranks):
             if not np.isfinite(acc[i, j]).any():
@@ -142,7 +146,7 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
                 # ranks differ by line style as well as shade: the largest solid, smaller ones dotted/dashed
                 style = "-" if k == len(true_ranks) - 1 else (":", "--", "-.")[k % 3]
                 ax.plot(epochs, mean, color=colours[lab], lw=1.5, alpha=alpha, marker=".", ls=style,
-                        label=display_name(lab, rank_text(r)))
+                        label=display_name(lab, rank_text[r]))
     ax.set(xlabel="epoch", ylabel="test accuracy (%)",
            title=f"(a) test accuracy per epoch\n(mean over {_seed_text(n_seeds)})")
     # integer epochs; min_n_ticks=1 keeps them integer when the axis spans a single epoch
@@ -164,7 +168,7 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
             idx = [ranks.index(r) for r in xs]
             if xs:
                 mean, sd = _mean_sd(final[i, idx], 1)
-                xv = xs if absolute else [rank_fraction_of(r) for r in xs]
+                xv = xs if absolute else [fraction[r] for r in xs]
                 ax.errorbar(xv, mean, yerr=sd if n_seeds > 1 else None, color=colours[lab], marker="o", capsize=3,
                             label=display_name(lab))
             if absolute:
@@ -172,7 +176,7 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
                     if np.isfinite(acc[i, ranks.index(r)]).any():
                         mean, _ = _mean_sd(final[i, ranks.index(r)][None], 1)
                         ax.axhline(mean[0], color=colours[lab], ls=":", lw=1.2,
-                                   label=display_name(lab, rank_text(r)))
+                                   label=display_name(lab, rank_text[r]))
         elif NO_RANK in ranks and np.isfinite(acc[i, ranks.index(NO_RANK)]).any():
             mean, sd = _mean_sd(final[i, ranks.index(NO_RANK)][None], 1)
             ax.axhline(mean[0], color=colours[lab], ls="--", lw=1.2, label=display_name(lab))
@@ -181,8 +185,8 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
     if on_axis:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # no stray "2x10^0" labels between the ranks
-        ax.set_xticks(on_axis if absolute else [rank_fraction_of(r) for r in on_axis])
-        ax.set_xticklabels([str(r) for r in on_axis] if absolute else [f"{rank_fraction_of(r):g}" for r in on_axis])
+        ax.set_xticks(on_axis if absolute else [fraction[r] for r in on_axis])
+        ax.set_xticklabels([str(r) for r in on_axis] if absolute else [f"{fraction[r]:g}" for r in on_axis])
     bars = f"mean \u00b1 s.d. over {_seed_text(n_seeds)}" if n_seeds > 1 else "1 seed, no error bars"
     ax.set(xlabel="feedback rank r" if absolute or not relative else "feedback rank / layer width",
            ylabel="final test accuracy (%)", title=f"(b) accuracy against rank\n({bars})")
@@ -199,9 +203,9 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike | None = None, *,
             if not done:
                 continue
             # highest absolute rank, else the largest fraction of the width
-            j = max(done, key=lambda j: (rank_fraction_of(ranks[j]) is None, rank_fraction_of(ranks[j]) or ranks[j]))
+            j = max(done, key=lambda j: (fraction[ranks[j]] is None, fraction[ranks[j]] or ranks[j]))
             mean, sd = _mean_sd(values[i, j], 0)
-            name = display_name(lab) if ranks[j] == NO_RANK else display_name(lab, rank_text(ranks[j]))
+            name = display_name(lab) if ranks[j] == NO_RANK else display_name(lab, rank_text[ranks[j]])
             ax.errorbar(x, mean, yerr=sd if n_seeds > 1 else None, color=colours[lab], marker="o", capsize=2,
                         label=name)
         ax.set_xticks(x)

@@ -18,12 +18,14 @@ Conventions of the grid
     ``rank = -1`` (:data:`NO_RANK`); cells of the grid that are not run (e.g. ``bp`` at rank 10, or
     ``ldfa`` at rank -1) hold NaN and have ``status == "not_applicable"``.
     *Relative ranks* (``compare(rank_fractions=[0.25])``: every layer's rank is ``ceil(fraction * width)``,
-    the paper's "width / 4") sit in the same dim at negative codes below :data:`RELATIVE_RANK_OFFSET`:
-    ``rank = -10000 - round(10000 * fraction)``, e.g. ``-12500`` for width/4, ``-20000`` for the full width
-    (:func:`fraction_rank`, :func:`rank_fraction_of`). The non-index coordinate ``rank_fraction`` along
-    ``rank`` holds the fraction (NaN for absolute ranks and ``-1``), so ``ds.where(ds.rank_fraction ==
-    0.25, drop=True)`` or ``ds.sel(rank=fraction_rank(0.25))`` selects them. The grid keeps its five dims
-    and an int64 ``rank`` index (no MultiIndex; netCDF round-trips).
+    the paper's "width / 4") are read from two coordinates along ``rank``: ``rank_fraction`` (the fraction,
+    NaN for absolute ranks and ``-1``) and ``rank_label`` (text: ``"-"`` for no rank, ``"10"``, ``"0.25w"``
+    for a quarter of each layer's width), so ``ds.where(ds.rank_fraction == 0.25, drop=True)``,
+    ``ds.swap_dims(rank="rank_label").sel(rank_label="0.25w")`` or ``ds.sel(rank=fraction_rank(0.25))`` select
+    them. Their ``rank`` index value is a key, not a quantity: a negative number below
+    :data:`RELATIVE_RANK_OFFSET` unique to the fraction (:func:`fraction_rank`), so that runs made at
+    different times merge into one grid; read the fraction from the coordinates, never from the key. The
+    grid keeps its five dims and an int64 ``rank`` index (no MultiIndex; netCDF round-trips).
 ``status``
     ``"ok"``, ``"diverged"`` (non-finite loss: values after the divergence are NaN), ``"at_chance"``
     (finished with finite losses, but the final test accuracy is at chance level, :func:`chance_threshold`:
@@ -32,7 +34,11 @@ Conventions of the grid
     finished (resuming does not retrain them) but flagged in the table and the figure.
 
 The only field that differs between two runs of the same command is ``wall_time`` (seconds); compare
-results with ``ds.drop_vars("wall_time")`` (see :data:`WALL_CLOCK_VARIABLES`).
+results with :func:`bioplastic.testing.assert_results_equal` (it leaves out :data:`WALL_CLOCK_VARIABLES`).
+
+Format versions (``attrs["results_format"]``, :data:`RESULTS_FORMAT`): 1 (no such attribute; files written
+before it was introduced): no ``rank_label``; :func:`load_results` converts it. 2: ``rank_label``. A file of a newer
+format than this version reads is refused with an error naming the file and both versions.
 """
 from __future__ import annotations
 
@@ -49,6 +55,9 @@ import xarray as xr
 from bioplastic import io
 
 log = logging.getLogger(__name__)
+
+LOW_RANK_RULES = ("ldfa", "direct_ldfa")
+"""Rules that take a feedback ``rank`` and a ``feedback_learning`` mode (one ``rule`` label per mode)."""
 
 NO_RANK = -1
 """Value of the ``rank`` coordinate for rules that have no feedback rank (full feedback)."""
@@ -72,6 +81,9 @@ WALL_CLOCK_VARIABLES = ("wall_time",)
 
 RESULTS_FILE = "results.nc"
 
+RESULTS_FORMAT = 2
+"""Format version of comparison results written now (``attrs["results_format"]``); see the module notes."""
+
 _CURVES = {
     "train_loss": ("mean training loss over the epoch", "nats"),
     "test_loss": ("test loss after the epoch", "nats"),
@@ -87,16 +99,15 @@ _ALIGNMENT_DOC = {
 
 
 WEIGHT_TRANSPORT = {
-    "bp": "yes", "fa": "no", "dfa": "no", "sign_symmetry": "sign", "kolen_pollack": "no",
+    "bp": "yes", "fa": "no", "dfa": "no", "drtp": "no", "sign_symmetry": "sign", "kolen_pollack": "no",
     "normative": "yes", "fixed": "no", "q_only": "no", "local": "no", "oja": "no",
 }
 """Whether a rule's feedback reads the forward weights ``W`` (weight transport), by rule name or LDFA
 feedback-learning mode: ``"yes"`` (backprop's ``delta W``; ``normative`` LDFA fits ``P Q`` to ``W``),
 ``"sign"`` (sign symmetry reads ``sign(W)``) or ``"no"`` (FA, DFA: fixed random feedback; Kolen-Pollack: ``B``
-gets ``W``'s own local update; LDFA ``fixed``: random ``P, Q``; ``q_only``: ``Q`` learns from the feedback
-units' activity ``delta P`` and the layer's input ``h``, ``P`` fixed random; ``local`` and ``oja``: ``P`` and
-``Q`` learn from signals at their own synapses, see ``docs/rules.md``). Hanut & Kadmon (2025,
-arXiv:2502.20580); science notes section 2."""
+gets ``W``'s own local update; the other LDFA modes learn from signals at their own synapses). What each LDFA
+mode learns: the table in ``docs/rules.md`` ("LDFA feedback learning"). Hanut & Kadmon (2025,
+arXiv:2502.20580)."""
 
 
 def weight_transport(label: str) -> str:
@@ -335,8 +346,8 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
     Returns
     -------
     xarray.Dataset
-        Dims ``rule``, ``rank``, ``seed``, ``epoch``, ``layer``; coordinate ``rank_fraction`` along
-        ``rank`` (NaN except for relative ranks). Variables ``train_loss``, ``test_loss``,
+        Dims ``rule``, ``rank``, ``seed``, ``epoch``, ``layer``; coordinates ``rank_fraction`` (NaN except
+        for relative ranks) and ``rank_label`` (text) along ``rank``. Variables ``train_loss``, ``test_loss``,
         ``test_accuracy`` (rule, rank, seed, epoch); the per-layer alignment measures of
         :func:`bioplastic.nn.alignment` (``update_cosine``, ``feedback_angle``, ``subspace_angle``;
         rule, rank, seed, epoch, layer); ``status`` (str), ``epochs_completed`` (int), ``wall_time``
@@ -419,10 +430,7 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
                  {"long_name": "feedback rank r",
                   "description": f"{NO_RANK}: rule without a feedback rank; below {RELATIVE_RANK_OFFSET}: "
                                  f"a rank relative to each layer's width, see rank_fraction"}),
-        "rank_fraction": ("rank", np.array([np.nan if (f := rank_fraction_of(r)) is None else f for r in ranks],
-                                           dtype=np.float64),
-                          {"long_name": "feedback rank as a fraction of each layer's width (ceil(fraction * "
-                                        "width)); NaN for absolute ranks and rules without a rank"}),
+        **_rank_coordinates(ranks),
         "seed": ("seed", np.array(seeds, dtype=np.int64)),
         "epoch": ("epoch", np.arange(1, epochs + 1, dtype=np.int64), {"long_name": "training epoch"}),
         "layer": ("layer", np.array(layers, dtype=str),
@@ -437,7 +445,70 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
     ds.attrs["title"] = "bioplastic compare: learning rules side by side"
     ds.attrs["source"] = ("Hanut & Kadmon (2025) arXiv:2502.20580 (LDFA); baselines: Lillicrap et al. 2016 (FA), "
                           "Nokland 2016 (DFA), Liao, Leibo & Poggio 2016 (sign symmetry)")
+    ds.attrs["results_format"] = RESULTS_FORMAT
     return io.stamp(ds, dict(config) if config is not None else None)
+
+
+def _rank_coordinates(ranks: Sequence[int]) -> dict[str, Any]:
+    """The ``rank_fraction`` and ``rank_label`` coordinates of the rank keys ``ranks``."""
+    fractions = [rank_fraction_of(r) for r in ranks]
+    return {
+        "rank_fraction": ("rank", np.array([np.nan if f is None else f for f in fractions], dtype=np.float64),
+                          {"long_name": "feedback rank as a fraction of each layer's width (ceil(fraction * "
+                                        "width)); NaN for absolute ranks and rules without a rank"}),
+        "rank_label": ("rank", np.array([rank_text(r) for r in ranks], dtype=str),
+                       {"long_name": "feedback rank as text: '-' none, '10' absolute, '0.25w' a fraction of "
+                                     "each layer's width"}),
+    }
+
+
+def upgrade_results(ds: xr.Dataset, source: str | os.PathLike | None = None) -> xr.Dataset:
+    """Comparison results of an older format (:data:`RESULTS_FORMAT`) converted to the current one.
+
+    Format 1 (no ``results_format`` attribute) gains the ``rank_label`` (and, where missing, the
+    ``rank_fraction``) coordinate; a current Dataset is returned unchanged.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Results of :func:`bioplastic.compare`, e.g. read with :func:`bioplastic.io.load`.
+    source : path-like, optional
+        The file it came from (named in errors).
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Raises
+    ------
+    ValueError
+        A format newer than this version reads, or a Dataset that is not a comparison (no ``rule`` / ``rank``
+        dims); the message names the file and the versions.
+    """
+    where = f"{source}: " if source is not None else ""
+    version = ds.attrs.get("bioplastic_version", "an unknown version")
+    fmt = ds.attrs.get("results_format", 1)
+    try:
+        fmt = int(fmt)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}unreadable results_format {fmt!r} (written by bioplastic {version})") from None
+    if fmt > RESULTS_FORMAT:
+        from bioplastic import __version__
+
+        raise ValueError(f"{where}results format {fmt}, written by bioplastic {version}, is newer than this "
+                         f"bioplastic {__version__} reads (format {RESULTS_FORMAT}); update bioplastic")
+    if "rule" not in ds.dims or "rank" not in ds.dims:
+        raise ValueError(f"{where}not the results of bioplastic.compare (dims {tuple(ds.dims)}, written by "
+                         f"bioplastic {version})")
+    if fmt == RESULTS_FORMAT:
+        return ds
+    log.info("%sconverting results format %d (bioplastic %s) to %d", where, fmt, version, RESULTS_FORMAT)
+    coords = _rank_coordinates([int(r) for r in ds["rank"].values])
+    if "rank_fraction" in ds.coords:
+        coords.pop("rank_fraction")
+    ds = ds.assign_coords(coords)
+    ds.attrs["results_format"] = RESULTS_FORMAT
+    return ds
 
 
 def results_path(out: str | os.PathLike) -> Path:
@@ -464,9 +535,12 @@ def load_results(out: str | os.PathLike) -> xr.Dataset:
     FileNotFoundError
         No results file there.
     ValueError
-        The file is not readable netCDF (the message names it).
+        The file is not readable netCDF, not a comparison, or of a newer results format than this version
+        reads (the message names the file and the versions). Older formats are converted
+        (:func:`upgrade_results`).
     """
-    return io.load(results_path(out))
+    path = results_path(out)
+    return upgrade_results(io.load(path), source=path)
 
 
 def final(ds: xr.Dataset, name: str = "test_accuracy") -> xr.DataArray:
@@ -495,6 +569,8 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
     -------
     str
     """
+    ds = upgrade_results(ds)
+    rank_labels = ds["rank_label"].values
     has_align = alignment in ds
     layers = [str(x) for x in ds["layer"].values] if has_align else []
     header = ["rule", "rank", "test acc (%)", "n", "status", "reads W"] + [f"{alignment[:3]}:{name}" for name in layers]
@@ -518,7 +594,7 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
             # "ok" when every seed agrees, else counts such as "ok:2,diverged:1"
             status_text = next(iter(counts)) if len(counts) == 1 else ",".join(f"{k}:{v}" for k, v in counts.items())
             flagged = any(k in FLAGGED_STATUSES for k in counts)
-            row = [str(label), rank_text(int(rank)), acc_text, str(int(vals.size)),
+            row = [str(label), str(rank_labels[j]), acc_text, str(int(vals.size)),
                    status_text + (" (!)" if flagged else ""), weight_transport(str(label))]
             if has_align:
                 last = ds[alignment].values[i, j][:, -1, :]  # (seed, layer)

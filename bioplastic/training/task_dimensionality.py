@@ -361,7 +361,7 @@ def _weight_layers(dataset: str, budget: TaskDimensionalityBudget, k: int, width
     import torch
 
     from bioplastic.architectures.spec import build_model, load_spec
-    from bioplastic.training.compare import DEFAULT_MODELS
+    from bioplastic.training.comparison import DEFAULT_MODELS
 
     spec = dict(load_spec(DEFAULT_MODELS[dataset]))
     spec.update(_width_options(dataset, width), n_classes=int(k))
@@ -444,7 +444,7 @@ def run_task_dimensionality(out: str | os.PathLike, budget: Budget = "cpu", data
 
     plan = check_budget(budget, dataset)
     if seeds is not None:
-        from bioplastic.training.compare import _int, _split_list
+        from bioplastic.training.comparison import _int, _split_list
 
         seeds = tuple(_split_list("seeds", seeds, _int))
         if not seeds or any(s < 0 for s in seeds):
@@ -469,7 +469,7 @@ def _run(out: Path, plan: TaskDimensionalityBudget, budget: str, dataset: str, *
          tolerance: float, progress: bool, figure: bool) -> xr.Dataset:
     """The body of :func:`run_task_dimensionality` (arguments validated)."""
     from bioplastic import io
-    from bioplastic.training.compare import compare
+    from bioplastic.training.comparison import compare
 
     seeds = list(plan.seeds)
     common = dict(seeds=seeds, epochs=plan.epochs, dataset=dataset, device=device, alignment=False,

@@ -10,7 +10,7 @@ import bioplastic
 from bioplastic.architectures import build_model, load_spec
 from bioplastic.architectures.retina import RetinaVVS
 from bioplastic.architectures.vit import ViT, drop_path
-from bioplastic.training.trainer import TrainConfig, conversion_options
+from bioplastic.training.config import TrainConfig, conversion_options
 
 SMALL_RETINA = {"channels": 8, "bottleneck": 8, "fc_width": 16}
 
@@ -21,7 +21,7 @@ def _convert_retina(rank, **spec_overrides):
     config = TrainConfig(model=spec, rule="ldfa", rule_options={"rank": rank})
     rule = config.make_rule()
     model = build_model(spec)
-    converted = bioplastic.convert(model, rule, seed=0, **conversion_options(config, spec, model, rule))
+    converted = bioplastic.convert(model, rule, seed=0, **conversion_options(spec, model, rule, exclude=config.exclude, ranks=config.ranks))
     return spec, {e.name: e for e in bioplastic.nn.conversion_report(converted).layers}
 
 
@@ -171,7 +171,7 @@ def test_specs_build_and_train_one_step(name):
     config = TrainConfig(model=spec, rule="ldfa", rule_options={"rank": 2})
     rule = config.make_rule()
     model = build_model(spec)
-    model = bioplastic.convert(model, rule, seed=0, **conversion_options(config, spec, model, rule)).train()
+    model = bioplastic.convert(model, rule, seed=0, **conversion_options(spec, model, rule, exclude=config.exclude, ranks=config.ranks)).train()
     x = torch.randn(4, spec["in_channels"], 32, 32)
     loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3]))
     loss.backward()

@@ -30,7 +30,7 @@ def test_teacher_other_seed_differs_and_bad_option():
 def test_compare_runs_on_teacher_with_its_default_model():
     """`compare(dataset="teacher")` picks models/mlp_teacher.toml, whose input and output match the task."""
     from bioplastic import compare
-    from bioplastic.training.compare import DEFAULT_MODELS
+    from bioplastic.training.comparison import DEFAULT_MODELS
     from bioplastic.architectures.spec import load_spec
 
     spec = load_spec(DEFAULT_MODELS["teacher"])

@@ -1,8 +1,5 @@
-"""Recordings as xarray, bad input, online training, and the backend-comparison analysis script."""
+"""Recordings as xarray, bad input and online training (the backend-comparison script: tests/analyses)."""
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +7,6 @@ import torch
 
 from bioplastic.io import load, save
 from bioplastic.rate import RateNetwork, evaluate, train_online
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _net(**kw):
@@ -113,20 +108,3 @@ def test_train_online_is_reproducible():
     np.testing.assert_array_equal(curve.test_accuracy.values, curve2.test_accuracy.values)
     for k in net.weights:
         assert torch.equal(net.weights[k], net2.weights[k])
-
-
-def test_rate_backends_analysis_script(tmp_path):
-    spec = importlib.util.spec_from_file_location("rate_backends_analysis", REPO / "analyses" / "rate_backends.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--out", str(tmp_path), "--presentations", "2", "--record-every", "4"]) == 0
-    ds = load(tmp_path / "rate_backends.nc")
-    assert (tmp_path / "rate_backends.png").stat().st_size > 10_000
-    assert list(ds.backend.values) == ["torch", "brian2"]
-    assert ds.rate.dims == ("backend", "time", "neuron") and ds.weight_change.dims == ("backend", "time", "synapse")
-    np.testing.assert_allclose(ds.rate.sel(backend="torch"), ds.rate.sel(backend="brian2"), atol=1e-10)
-    np.testing.assert_allclose(ds.weight_change.sel(backend="torch"), ds.weight_change.sel(backend="brian2"),
-                               atol=1e-10)
-    assert float(np.abs(ds.weight_change).max()) > 1e-3
-    assert ds.attrs["max_abs_rate_difference"] < 1e-10
-    assert ds.time.attrs["units"] == "s"

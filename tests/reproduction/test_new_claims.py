@@ -8,7 +8,7 @@ from scipy.stats import mannwhitneyu
 
 from bioplastic.reproduction import experiments as E
 from bioplastic.reproduction.claims import CLAIMS
-from bioplastic.reproduction.experiments import NotAvailable, analysis_module, rf_statistics
+from bioplastic.reproduction.experiments import analysis_module, rf_statistics
 
 CLAIM = {c.id: c for c in CLAIMS}
 
@@ -103,8 +103,6 @@ def test_rate_claim_reads_the_twin_gap_and_is_not_run_without_the_twin(monkeypat
     np.testing.assert_allclose(CLAIM["rate_matches_autograd_twin"].measure(gap, None).values, [0.5, 1.5, -0.2])
     monkeypatch.setattr(E, "_twin_function", lambda: None)
     ctx = E.Context(out=tmp_path, budget="smoke")
-    with pytest.raises(NotAvailable, match="autograd twin"):
-        E.EXPERIMENTS["rate_network"].run(ctx, {"seeds": [0]})
     assert "autograd twin" in E.EXPERIMENTS["rate_network"].missing(ctx)
     # the reason survives a report that runs nothing
     import bioplastic

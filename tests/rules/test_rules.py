@@ -9,7 +9,7 @@ from bioplastic.rules import FEEDBACK_LEARNING, RULE_NAMES, from_dict, make
 
 
 def test_names_are_the_contract():
-    assert RULE_NAMES == ("bp", "fa", "dfa", "sign_symmetry", "kolen_pollack", "ldfa", "direct_ldfa")
+    assert RULE_NAMES == ("bp", "fa", "dfa", "sign_symmetry", "kolen_pollack", "ldfa", "direct_ldfa", "drtp")
     assert FEEDBACK_LEARNING == ("fixed", "q_only", "normative", "local", "oja")
     assert bioplastic.rules.make is make
 

@@ -5,7 +5,6 @@ Issue 16 item 13 (a run at chance level is not "ok"), issue 15 cases 9 (lock on 
 from __future__ import annotations
 
 import errno
-import importlib
 import subprocess
 import sys
 import time
@@ -18,11 +17,12 @@ import xarray as xr
 
 import bioplastic
 from bioplastic import io
+from bioplastic.testing import assert_results_equal
+from bioplastic.training import comparison as compare_mod
 from bioplastic.training import results as R
 
 from tests.training.test_compare import FakeEngine, engine, digits_spec, small  # noqa: F401 (fixtures)
 
-compare_mod = importlib.import_module("bioplastic.training.compare")
 TINY = dict(rules=["bp", "fa"], seeds=[0], epochs=2, dataset="digits", device="cpu", progress=False)
 
 
@@ -89,7 +89,7 @@ def test_flagged_runs_are_finished_not_retrained(engine, digits_spec, tmp_path, 
     fake.calls.clear()
     again = small(digits_spec, tmp_path / "out", rules=["bp", "fa"], seeds=[0])
     assert fake.calls == []
-    xr.testing.assert_identical(again.drop_vars("wall_time"), first.drop_vars("wall_time"))
+    assert_results_equal(again, first)
     # a later comparison without fa would drop the at_chance run: refused like a finished one
     with pytest.raises(ValueError, match="fa-s0"):
         small(digits_spec, tmp_path / "out", rules=["bp"], seeds=[0])
@@ -148,7 +148,7 @@ def test_second_compare_into_the_same_out_refuses_naming_the_first(tmp_path, cap
     assert first.returncode == 0, stderr
     assert not lock.exists()  # released
     reference = bioplastic.compare(out=tmp_path / "ref", **{**TINY, "epochs": 3})
-    xr.testing.assert_identical(R.load_results(out).drop_vars("wall_time"), reference.drop_vars("wall_time"))
+    assert_results_equal(R.load_results(out), reference)
 
 
 # ------------------------------------------------------------------------------ no space left
@@ -215,7 +215,7 @@ def test_disk_full_is_one_line_naming_the_file_no_partial_file_and_finished_runs
 
     monkeypatch.undo()  # space again: the same command resumes to the uninterrupted result
     resumed = bioplastic.compare(out=out, figure=False, **TINY)
-    xr.testing.assert_identical(resumed.drop_vars("wall_time"), reference.drop_vars("wall_time"))
+    assert_results_equal(resumed, reference)
 
 
 def test_checkpoint_left_by_a_kill_after_the_run_was_saved_is_removed_on_resume(engine, digits_spec, tmp_path):

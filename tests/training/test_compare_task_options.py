@@ -6,7 +6,6 @@ trains for real on a digits subset.
 """
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
@@ -14,9 +13,8 @@ import torch
 
 import bioplastic
 from bioplastic.data import load_dataset, select_classes
+from bioplastic.training import comparison as compare_mod
 from tests.training.test_compare import FakeEngine
-
-compare_mod = importlib.import_module("bioplastic.training.compare")
 
 
 class RecordingEngine(FakeEngine):

@@ -56,7 +56,7 @@ def _tiny_dataset() -> ArrayDataset:
 
 
 def _config(rule: str, **kw):
-    from bioplastic.training.trainer import TrainConfig
+    from bioplastic.training import TrainConfig
 
     name = rule.split("_")[0]
     base = dict(model=SPEC, rule=name, rule_options=RULES[rule], epochs=2, batch_size=10, optimizer="sgd",

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import xarray as xr
 
 from bioplastic import io
+from bioplastic.testing import assert_results_equal
 from bioplastic.training import results as R
 from bioplastic.training.checkpoint import load_checkpoint
 
@@ -142,8 +142,7 @@ def _assert_every_file_whole(out: Path) -> None:
 
 def _assert_same_as_reference(out: Path, ref: Path) -> None:
     got, want = R.load_results(out), R.load_results(ref)
-    xr.testing.assert_identical(got.drop_vars(list(R.WALL_CLOCK_VARIABLES)),
-                                want.drop_vars(list(R.WALL_CLOCK_VARIABLES)))
+    assert_results_equal(got, want)
     names = sorted(p.name for p in (ref / "models").glob("*.pt"))
     assert sorted(p.name for p in (out / "models").glob("*.pt")) == names
     for name in names:

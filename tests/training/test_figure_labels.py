@@ -2,17 +2,14 @@
 in words, which rules read the forward weights (weight transport), what the error bars are, the seed count."""
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 
+from bioplastic.training import comparison as compare_mod
 from bioplastic.training import plot_comparison
 from bioplastic.training import results as R
 from bioplastic.training.plots import display_name
 from tests.training.test_compare import digits_spec, engine, small  # noqa: F401  (fixtures)
-
-compare_mod = importlib.import_module("bioplastic.training.compare")
 
 
 def test_default_comparison_includes_the_synapse_local_rule():

@@ -14,13 +14,8 @@ from bioplastic.architectures.mlp import MLP
 from bioplastic.data import load_dataset
 from bioplastic.training.checkpoint import CHECKPOINT_NAME
 from bioplastic.training.schedule import LRFactor, lr_factor, make_scheduler
-from bioplastic.training.trainer import (
-    RECIPE_DEFAULTS,
-    TrainConfig,
-    _feedback_hyper,
-    conversion_options,
-    train,
-)
+from bioplastic.training.config import RECIPE_DEFAULTS, TrainConfig, conversion_options
+from bioplastic.training.trainer import _feedback_hyper, train
 
 
 @pytest.fixture(autouse=True)
@@ -143,10 +138,10 @@ def test_spec_rule_table_supplies_rank_exclude_and_multipliers():
         "rank_fraction": 0.5
     }
     assert "rank" not in TrainConfig(model=spec, rule="fa").rule_options
-    opts = conversion_options(cfg, spec, build_model(spec), cfg.make_rule())
+    opts = conversion_options(spec, build_model(spec), cfg.make_rule(), exclude=cfg.exclude, ranks=cfg.ranks)
     assert opts == {"exclude": ["fc1"], "ranks": {"fc2": 6}}
     cfg2 = TrainConfig(model=spec, rule="ldfa", exclude=[], ranks={"fc2": 5})
-    assert conversion_options(cfg2, spec, build_model(spec), cfg2.make_rule()) == {"exclude": [], "ranks": {"fc2": 5}}
+    assert conversion_options(spec, build_model(spec), cfg2.make_rule(), exclude=cfg2.exclude, ranks=cfg2.ranks) == {"exclude": [], "ranks": {"fc2": 5}}
 
 
 def test_spec_exclusion_of_the_head_is_kept_for_ldfa_and_lifted_for_direct_rules():
@@ -154,7 +149,6 @@ def test_spec_exclusion_of_the_head_is_kept_for_ldfa_and_lifted_for_direct_rules
     # layer converted, since it is the source of the error e it sends to every layer.
     from bioplastic import convert, rules
     from bioplastic.architectures import build_model, load_spec
-    from bioplastic.training.trainer import conversion_options
 
     spec = load_spec("cnn_small")
     assert "head" in spec["rule"]["exclude"]
@@ -163,14 +157,14 @@ def test_spec_exclusion_of_the_head_is_kept_for_ldfa_and_lifted_for_direct_rules
     for name, expect_head in [("ldfa", False), ("dfa", True), ("direct_ldfa", True)]:
         rule = rules.make(name, rank=2) if "ldfa" in name else rules.make(name)
         cfg = TrainConfig(model=spec, rule=name)
-        opts = conversion_options(cfg, spec, model, rule)
+        opts = conversion_options(spec, model, rule, exclude=cfg.exclude, ranks=cfg.ranks)
         converted = convert(model, rule, example_input=x, **opts)
         out_layer = converted.get_submodule("head.out")
         assert hasattr(out_layer, "feedback_names") == expect_head, name
     # An explicit exclusion by the user is not second-guessed: convert's clear error stands.
     with pytest.raises(ValueError, match="source of the output error"):
         cfg = TrainConfig(model=spec, rule="dfa", exclude=["head"])
-        convert(model, rules.make("dfa"), example_input=x, **conversion_options(cfg, spec, model, rules.make("dfa")))
+        convert(model, rules.make("dfa"), example_input=x, **conversion_options(spec, model, rules.make("dfa"), exclude=cfg.exclude, ranks=cfg.ranks))
 
 
 def test_feedback_optimiser_hyper_parameters():

@@ -2,9 +2,6 @@
 numbers equal the library's own RSA of the saved models."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,16 +9,12 @@ from bioplastic import analysis as A
 from bioplastic.data import load_kriegeskorte2008
 from bioplastic.io import load
 
-SCRIPT = Path(__file__).resolve().parents[2] / "analyses" / "rsa_it.py"
 pytestmark = pytest.mark.needs_shared_data
 
 
 @pytest.fixture(scope="module")
-def rsa_it():
-    spec = importlib.util.spec_from_file_location("rsa_it", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def rsa_it(analysis_script):
+    return analysis_script("rsa_it")
 
 
 def _check_outputs(rsa_it, out, shared_data):

@@ -1,8 +1,11 @@
-"""Rate networks with an explicit low-dimensional feedback population: the model objects.
+"""The rate network: populations, the feedback population with its rule, and the weights.
 
-One network object, two backends (``net.run(..., backend="torch" | "brian2")``). The model follows the
-low-dimensional feedback alignment (LDFA) of Hanut & Kadmon, "Training Large Neural Networks With
-Low-Dimensional Error Feedback" (arXiv:2502.20580, 2025), written in continuous time for rate neurons:
+The network description of :mod:`bioplastic.rate` (like a brian2 ``Network``, it carries its state: the weights);
+the presentation protocol is :mod:`bioplastic.rate.protocol`, the backends :mod:`bioplastic.rate.torch_backend` and
+:mod:`bioplastic.rate.brian2_backend`, the dispatcher :mod:`bioplastic.rate.dispatch` (which imports none of this
+module: ``RateNetwork.run`` calls it). The model follows the low-dimensional feedback alignment (LDFA) of Hanut &
+Kadmon, "Training Large Neural Networks With Low-Dimensional Error Feedback" (arXiv:2502.20580, 2025), written in
+continuous time for rate neurons:
 
 Forward (somatic) dynamics, for every hidden and the output population ``l``::
 
@@ -19,7 +22,7 @@ At steady state ``e = y - r_out = -dL/dI_out`` for the loss paired with the outp
 (``linear``: squared error, ``sigmoid``: binary cross-entropy), so ``e`` is the teaching signal of the
 output layer (target minus output).
 
-Feedback population(s) of ``r`` units (``r`` = ``rank``), linear rate units::
+Feedback population(s) of ``r`` units (``r`` = the rule's ``rank``), linear rate units::
 
     tau_z dz/dt = -z + t_src P          (P: (n_src, r))
 
@@ -28,27 +31,29 @@ and the apical (dendritic) compartment of hidden population ``j``::
     a_j = z Q_j                          (Q_j: (r, n_j))
 
 which does not drive the rate but gates plasticity through the teaching signal ``t_j = f'(I_j) * a_j``.
-``wiring="direct"``: one feedback population gets the output error (``t_src = e``) and sends it to every
-hidden population (the DFA-like ``direct_ldfa`` of the rule core, with one ``P`` shared by all layers).
-``wiring="layerwise"``: hidden population ``j`` has its own feedback population, driven by the teaching
-signal of the population above (``t_{j+1}``, or ``e`` for the last hidden population): the ``ldfa`` rule.
+The rule (:class:`~bioplastic.rate.populations.FeedbackPopulation`, in the vocabulary of :mod:`bioplastic.rules`)
+sets the wiring: ``direct_ldfa``: one feedback population gets the output error (``t_src = e``) and sends it to
+every hidden population (one ``P`` shared by all layers; the rules' ``direct_ldfa`` has one ``P_l`` per layer,
+the same thing for one hidden population); ``ldfa``: hidden population ``j`` has its own feedback population,
+driven by the teaching signal of the population above (``t_{j+1}``, or ``e`` for the last hidden population).
 
 Plasticity (three factors, local at each synapse, per unit time, active while the plasticity gate is on)::
 
     dW_l/dt = eta_l (t_l^T r_{l-1} - lambda_W W_l)      db_l/dt = eta_b t_l     (t_out = e, eta_l = eta / n_{l-1})
 
-averaged over parallel trials. Feedback learning (``FeedbackPopulation.learning``), the continuous-time
-forms of section 2 of the science notes (``docs/rate.md``), all with rate ``eta_fb`` (1/s):
+averaged over parallel trials. Feedback learning (the rule's ``feedback_learning``; the rate forms, one table
+entry per mode, are in :mod:`bioplastic.rate.plasticity` and call the rules' maths), all with rate ``eta_fb``
+(1/s) and ``lambda`` the rule's ``feedback_weight_decay``:
 
 - ``fixed``: P and Q frozen (the control).
-- ``kolen_pollack``: P frozen, Q by the Kolen-Pollack rule ``dQ/dt = eta_fb (z^T r_pre - lambda Q)`` so
-  that ``Q -> P^T W`` (the rule core's ``q_only``; Kolen & Pollack 1994, Akrout et al. 2019; direct
-  wiring: the direct Kolen-Pollack rule of Webster et al. 2020).
+- ``q_only``: P frozen, Q by the Kolen-Pollack rule ``dQ/dt = eta_fb (z^T r_pre - lambda Q)`` so
+  that ``Q -> P^T W`` (Kolen & Pollack 1994, Akrout et al. 2019; direct wiring: the direct Kolen-Pollack rule
+  of Webster et al. 2020).
 - ``local``: both factors, the synapse-local rule ``dP/dt = eta_fb (t_src^T (r_pre Q^T) - lambda P)``,
   ``dQ/dt = eta_fb (z^T r_pre - lambda Q)`` (the factorised Kolen-Pollack rule of the paper's v4).
-- ``oja``: P by Oja's subspace rule on the error covariance, ``dP/dt = eta_fb (t_src - P z)^T z``
-  (Oja 1982, 1989; columns of P converge to the top-r principal subspace of ``<t_src^T t_src>``), Q by
-  Kolen-Pollack as above.
+- ``oja``: P by Oja's subspace rule on the teaching signal's second moment, ``dP/dt = eta_fb (t_src - z P^T)^T z``
+  (Oja 1982, 1989; columns of P converge to the top-r principal subspace of ``<t_src^T t_src>``; not
+  trace-normalised, see :mod:`bioplastic.rate.plasticity`), Q by Kolen-Pollack as above.
 
 Learning rates are defined per unit time, so halving ``dt`` does not change the learning trajectory, and
 (by default) normalised by the fan-in, so widening a layer does not change it either
@@ -63,148 +68,37 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Literal
 
 import torch
 
+from bioplastic import rules as _rules
 from bioplastic._checks import check_choice, check_finite, check_positive_int
-from bioplastic.rate.activations import ACTIVATIONS, OUTPUT_ACTIVATIONS
+from bioplastic.rate.activations import OUTPUT_ACTIVATIONS
+from bioplastic.rate.dispatch import BACKENDS, predict, simulate
+from bioplastic.rate.plasticity import RATE_FORMS
+from bioplastic.rate.populations import (
+    DEFAULT_RULE,
+    ERROR_POPULATION,
+    FEEDBACK_LEARNING,
+    FEEDBACK_RULES,
+    WIRINGS,
+    FeedbackGroup,
+    FeedbackPopulation,
+    Population,
+    Projection,
+    legacy_rule,
+    rule_spelling,
+)
 from bioplastic.rate.units import to_si
 
-Wiring = Literal["direct", "layerwise"]
-WIRINGS: tuple[str, ...] = ("direct", "layerwise")
-FeedbackRule = Literal["fixed", "kolen_pollack", "local", "oja"]
-FEEDBACK_RULES: tuple[str, ...] = ("fixed", "kolen_pollack", "local", "oja")
 LearningRateScaling = Literal["fan_in", "none"]
 LEARNING_RATE_SCALINGS: tuple[str, ...] = ("fan_in", "none")
-Backend = Literal["torch", "brian2"]
-BACKENDS: tuple[str, ...] = ("torch", "brian2")
-ERROR_POPULATION = "error"
 #: Default bias learning rate as a fraction of ``learning_rate`` (width-independent; see ``bias_learning_rate``).
 BIAS_LEARNING_RATE_FRACTION = 0.01
-
-
-@dataclass(frozen=True)
-class Population:
-    """A population of rate neurons, ``tau dr/dt = -r + f(I)``.
-
-    Parameters
-    ----------
-    name : str
-        Unique name (used as the ``population`` coordinate of recordings). ``"error"`` and names starting
-        with ``"feedback"`` are reserved.
-    size : int
-        Number of neurons.
-    tau : float or brian2 time quantity, default 0.01
-        Membrane (rate) time constant; floats are seconds. Ignored for the input population, whose rates
-        are clamped to the stimulus.
-    activation : {"relu", "tanh", "sigmoid", "softplus", "linear"}, default "relu"
-        Transfer function ``f``. For the output population only ``"linear"`` (paired with squared error) and
-        ``"sigmoid"`` (paired with binary cross-entropy) are allowed.
-
-    Raises
-    ------
-    ValueError
-        Bad size, unknown activation, a ``tau`` with the wrong unit or not > 0.
-    """
-
-    name: str
-    size: int
-    tau: float = 0.01
-    activation: str = "relu"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(f"population name must be a Python identifier, got {self.name!r}")
-        check_positive_int(f"size of population {self.name!r}", self.size)
-        object.__setattr__(self, "tau", to_si(f"tau of population {self.name!r}", self.tau, "second"))
-        check_choice(f"activation of population {self.name!r}", self.activation, ACTIVATIONS)
-
-
-@dataclass(frozen=True)
-class FeedbackPopulation:
-    """The low-dimensional feedback pathway: ``rank`` linear feedback units per feedback population.
-
-    Parameters
-    ----------
-    rank : int
-        Number of feedback units ``r`` (the rank of the feedback). Must not exceed the output size ``d`` nor
-        any hidden width (checked by :class:`RateNetwork`).
-    wiring : {"direct", "layerwise"}, default "direct"
-        ``direct``: one population gets the output error and projects to every hidden population;
-        ``layerwise``: one population per hidden population, driven by the teaching signal of the
-        population above.
-    learning : {"fixed", "kolen_pollack", "local", "oja"}, default "oja"
-        How P and Q learn (see the module docstring); ``fixed`` is the control.
-    tau : float or brian2 time quantity, default 0.005
-        Time constant of the feedback units (seconds).
-    learning_rate : float or brian2 rate quantity, default 1.0
-        ``eta_fb`` in 1/second.
-    weight_decay : float, default 0.0
-        ``lambda`` (dimensionless) of the Kolen-Pollack and local rules (not used by Oja's rule for P).
-
-    Raises
-    ------
-    ValueError
-        Unknown wiring / learning, rank < 1, wrong units or signs.
-    """
-
-    rank: int
-    wiring: str = "direct"
-    learning: str = "oja"
-    tau: float = 0.005
-    learning_rate: float = 1.0
-    weight_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_positive_int("feedback rank", self.rank)
-        check_choice("feedback wiring", self.wiring, WIRINGS)
-        check_choice("feedback learning", self.learning, FEEDBACK_RULES)
-        object.__setattr__(self, "tau", to_si("tau of the feedback population", self.tau, "second"))
-        object.__setattr__(self, "learning_rate",
-                           to_si("feedback learning_rate", self.learning_rate, "1/second", allow_zero=True))
-        object.__setattr__(self, "weight_decay",
-                           to_si("feedback weight_decay", self.weight_decay, "1", allow_zero=True))
-
-
-@dataclass(frozen=True)
-class Projection:
-    """A weight matrix of the network (read-only description; the values live in ``RateNetwork``).
-
-    Attributes
-    ----------
-    name : str
-        Key in :attr:`RateNetwork.weights` (``"W_<post>"``, ``"P"``/``"P_<hidden>"``, ``"Q_<hidden>"``).
-    pre, post : str
-        Source and target populations. Weights have shape ``(post.size, pre.size)`` for forward weights,
-        ``(pre.size, rank)`` for P (the PyTorch/science-notes convention ``z = t P``) and
-        ``(rank, post.size)`` for Q (``a = z Q``).
-    kind : {"forward", "feedback_P", "feedback_Q"}
-    plastic : bool
-        Whether the projection learns.
-    target : str
-        The post-synaptic variable it drives: ``"I"`` (soma), ``"u"`` (feedback unit) or ``"apical"``.
-    """
-
-    name: str
-    pre: str
-    post: str
-    kind: str
-    plastic: bool
-    target: str
-
-
-@dataclass(frozen=True)
-class FeedbackGroup:
-    """One feedback population: its source of teaching signal, its targets and its P / Q projections."""
-
-    name: str
-    source: str  # "error" or the hidden population above
-    targets: tuple[str, ...]  # hidden populations receiving apical input
-    p_name: str
-    q_names: tuple[str, ...]
 
 
 class RateNetwork:
@@ -219,8 +113,10 @@ class RateNetwork:
     ----------
     populations : sequence of Population
         Input, hidden population(s) (at least one), output, in feedforward order.
-    feedback : FeedbackPopulation
-        The feedback pathway.
+    feedback : FeedbackPopulation or bioplastic.rules.LDFA
+        The feedback pathway, or just its rule (``bioplastic.rules.make("direct_ldfa", rank=10,
+        feedback_learning="oja")``; the feedback units then get the default ``tau`` and ``learning_rate`` of
+        :class:`~bioplastic.rate.populations.FeedbackPopulation`).
     learning_rate : float or brian2 rate quantity, default 1.0
         ``eta`` of the forward weights, in 1/second (the biases learn at ``bias_learning_rate``).
     learning_rate_scaling : {"fan_in", "none"}, default "fan_in"
@@ -234,8 +130,9 @@ class RateNetwork:
         learns at ``learning_rate`` (resp. the feedback rate) as given. See :meth:`synaptic_learning_rates`.
     weight_decay : float, default 0.0
         ``lambda_W`` (dimensionless) of the forward weights: ``dW/dt = eta_l (t r_pre^T - lambda_W W)``
-        (biases do not decay). With ``lambda_W`` equal to the feedback ``weight_decay`` and equal rates,
-        Kolen-Pollack makes ``Q - P^T W`` decay to zero (Akrout et al. 2019).
+        (biases do not decay). With ``lambda_W`` equal to the rule's ``feedback_weight_decay`` (its default,
+        ``None``, means exactly that) and equal rates, Kolen-Pollack makes ``Q - P^T W`` decay to zero
+        (Akrout et al. 2019).
     learn_biases : bool, default True
         Whether the biases (thresholds) learn (``db_l/dt = eta_b t_l``) or stay at their initial value 0.
     bias_learning_rate : float or brian2 rate quantity, optional
@@ -261,14 +158,17 @@ class RateNetwork:
 
     Examples
     --------
-    >>> net = RateNetwork.from_sizes([784, 256, 10], feedback_rank=10, feedback_learning="oja")
+    >>> from bioplastic import rules
+    >>> net = RateNetwork.from_sizes([784, 256, 10], rule=rules.make("direct_ldfa", rank=10, feedback_learning="oja"))
+    >>> net.feedback.wiring, net.feedback.feedback_learning
+    ('direct', 'oja')
     >>> rec = net.run(x[:100], y[:100], presentation=0.05, dt=0.001)   # doctest: +SKIP
     """
 
     def __init__(
         self,
         populations: Sequence[Population],
-        feedback: FeedbackPopulation,
+        feedback: FeedbackPopulation | _rules.Rule,
         *,
         learning_rate: float = 1.0,
         learning_rate_scaling: str = "fan_in",
@@ -293,8 +193,11 @@ class RateNetwork:
         for n in names:
             if n == ERROR_POPULATION or n.startswith("feedback"):
                 raise ValueError(f"population name {n!r} is reserved (error and feedback populations)")
+        if isinstance(feedback, _rules.Rule):
+            feedback = FeedbackPopulation(feedback)
         if not isinstance(feedback, FeedbackPopulation):
-            raise ValueError(f"feedback must be a FeedbackPopulation, got {type(feedback).__name__}")
+            raise ValueError(f"feedback must be a FeedbackPopulation or a bioplastic.rules rule, got "
+                             f"{type(feedback).__name__}")
         check_choice(f"activation of the output population {populations[-1].name!r}",
                      populations[-1].activation, OUTPUT_ACTIVATIONS)
         d = populations[-1].size
@@ -372,11 +275,11 @@ class RateNetwork:
         out = []
         for pre, post in zip(self.populations[:-1], self.populations[1:]):
             out.append(Projection(f"W_{post.name}", pre.name, post.name, "forward", True, "I"))
-        rule = self.feedback.learning
+        rule = self.feedback.rule
         for g in self.feedback_groups:
-            out.append(Projection(g.p_name, g.source, g.name, "feedback_P", rule in ("local", "oja"), "u"))
+            out.append(Projection(g.p_name, g.source, g.name, "feedback_P", rule.learns_p, "u"))
             for q, t in zip(g.q_names, g.targets):
-                out.append(Projection(q, g.name, t, "feedback_Q", rule != "fixed", "apical"))
+                out.append(Projection(q, g.name, t, "feedback_Q", rule.learns_q, "apical"))
         return tuple(out)
 
     @property
@@ -438,17 +341,23 @@ class RateNetwork:
                 # a bias is a synapse from a constant input 1: its fan-in is 1 under either scaling
                 rates[f"b_{post.name}"] = self.effective_bias_learning_rate
         fb = self.feedback
+        form = RATE_FORMS[fb.feedback_learning]
         for g in self.feedback_groups:
-            if fb.learning in ("kolen_pollack", "local", "oja"):
+            if fb.rule.learns_q:
                 for qn, t in zip(g.q_names, g.targets):
                     rates[qn] = fb.learning_rate / self.size_of(t) if fan else fb.learning_rate
-            if fb.learning == "local":
-                n = sum(self.size_of(t) for t in g.targets)
-                rates[g.p_name] = fb.learning_rate / n if fan else fb.learning_rate
-            elif fb.learning == "oja":
-                n = self.size_of(g.source)
+            if fb.rule.learns_p:
+                n = (sum(self.size_of(t) for t in g.targets) if form.p_fan_in == "targets"
+                     else self.size_of(g.source))
                 rates[g.p_name] = fb.learning_rate / n if fan else fb.learning_rate
         return rates
+
+    @property
+    def feedback_weight_decay(self) -> float:
+        """``lambda`` of the feedback rules (dimensionless): the rule's ``feedback_weight_decay``, or the forward
+        ``weight_decay`` where that is ``None`` (the rules' convention for Kolen-Pollack)."""
+        decay = self.feedback.weight_decay
+        return self.weight_decay if decay is None else decay
 
     @property
     def effective_bias_learning_rate(self) -> float:
@@ -543,7 +452,7 @@ class RateNetwork:
         return {
             "architecture": "rate_network",
             "populations": [asdict(p) for p in self.populations],
-            "feedback": asdict(self.feedback),
+            "feedback": self.feedback.to_dict(),
             "learning_rate": self.learning_rate,
             "learning_rate_scaling": self.learning_rate_scaling,
             "weight_decay": self.weight_decay,
@@ -560,7 +469,7 @@ class RateNetwork:
         cfg = {**dict(config), **overrides}
         pops = [p if isinstance(p, Population) else Population(**p) for p in cfg["populations"]]
         fb = cfg["feedback"]
-        fb = fb if isinstance(fb, FeedbackPopulation) else FeedbackPopulation(**fb)
+        fb = fb if isinstance(fb, (FeedbackPopulation, _rules.Rule)) else FeedbackPopulation.from_dict(fb)
         dtype = cfg.get("dtype", torch.float32)
         if isinstance(dtype, str):
             check_choice("dtype", dtype, ("float32", "float64"))
@@ -579,38 +488,85 @@ class RateNetwork:
         activation: str = "relu",
         output_activation: str = "sigmoid",
         tau: float = 0.01,
-        feedback_rank: int = 10,
-        wiring: str = "direct",
-        feedback_learning: str = "oja",
+        rule: _rules.Rule | str | None = None,
         feedback_tau: float = 0.005,
         feedback_learning_rate: float = 1.0,
-        feedback_weight_decay: float = 0.0,
+        feedback_rank: int | None = None,
+        wiring: str | None = None,
+        feedback_learning: str | None = None,
+        feedback_weight_decay: float | None = None,
         **kwargs: Any,
     ) -> RateNetwork:
         """Feedforward network from layer sizes ``[n_in, n_hidden..., d]`` (populations ``input``,
-        ``hidden1``..., ``output``). Remaining keyword arguments go to :class:`RateNetwork`.
+        ``hidden1``..., ``output``).
+
+        Parameters
+        ----------
+        sizes : sequence of int
+        activation, output_activation : str
+            Transfer functions of the hidden and the output populations.
+        tau : float or brian2 time quantity
+            Time constant of every population (seconds).
+        rule : bioplastic.rules.LDFA or str, optional
+            The feedback rule, e.g. ``bioplastic.rules.make("direct_ldfa", rank=10, feedback_learning="oja")``
+            (see :class:`~bioplastic.rate.populations.FeedbackPopulation`). Default
+            :data:`~bioplastic.rate.populations.DEFAULT_RULE`: ``direct_ldfa``, rank 10, ``oja``, no feedback
+            weight decay.
+        feedback_tau, feedback_learning_rate : float or brian2 quantity
+            ``tau`` (seconds) and ``learning_rate`` (1/second) of the feedback units.
+        feedback_rank, wiring, feedback_learning, feedback_weight_decay
+            Deprecated (this release only; ``DeprecationWarning`` with the replacing ``rule``): the rank,
+            ``"direct"`` (``direct_ldfa``) / ``"layerwise"`` (``ldfa``), the mode (``"kolen_pollack"`` is the
+            rules' ``q_only``) and the rule's ``feedback_weight_decay`` (default 0.0).
+        **kwargs
+            Passed to :class:`RateNetwork` (``learning_rate``, ``seed``, ``dtype``, ...).
+
+        Raises
+        ------
+        ValueError
+            Fewer than three sizes, ``rule`` together with a deprecated keyword, and what
+            :class:`RateNetwork` raises.
         """
         sizes = list(sizes)
         if len(sizes) < 3:
             raise ValueError(f"sizes needs input, at least one hidden and output sizes, got {sizes}")
+        legacy = {k: v for k, v in dict(rank=feedback_rank, wiring=wiring, learning=feedback_learning,
+                                        weight_decay=feedback_weight_decay).items() if v is not None}
+        if legacy:
+            if rule is not None:
+                raise ValueError("give rule= or the deprecated feedback_rank / wiring / feedback_learning / "
+                                 "feedback_weight_decay, not both")
+            rule = legacy_rule(**legacy)
+            warnings.warn("RateNetwork.from_sizes(feedback_rank=..., wiring=..., feedback_learning=..., "
+                          "feedback_weight_decay=...) is deprecated and will be removed in the next release; write "
+                          f"RateNetwork.from_sizes(..., rule={rule_spelling(rule)})", DeprecationWarning,
+                          stacklevel=2)
         pops = [Population("input", sizes[0], tau=tau, activation="linear")]
         pops += [Population(f"hidden{i}", n, tau=tau, activation=activation) for i, n in enumerate(sizes[1:-1], 1)]
         pops.append(Population("output", sizes[-1], tau=tau, activation=output_activation))
-        fb = FeedbackPopulation(feedback_rank, wiring=wiring, learning=feedback_learning, tau=feedback_tau,
-                                learning_rate=feedback_learning_rate, weight_decay=feedback_weight_decay)
+        fb = FeedbackPopulation(DEFAULT_RULE if rule is None else rule, tau=feedback_tau,
+                                learning_rate=feedback_learning_rate)
         return cls(pops, fb, **kwargs)
 
     @classmethod
     def from_spec(cls, spec: str | os.PathLike | Mapping[str, Any], **overrides: Any) -> RateNetwork:
         """Build from a declarative spec (``models/rate_*.toml``, read with
-        :func:`bioplastic.architectures.load_spec`): keys ``sizes``, ``activation``, ``output_activation``,
-        ``tau``, ``tau_error``, ``learning_rate``, ``seed`` and a ``[feedback]`` table (``rank``, ``wiring``,
-        ``learning``, ``tau``, ``learning_rate``, ``weight_decay``). ``overrides`` replace top-level keys.
+        :func:`bioplastic.architectures.load_spec`).
+
+        Keys ``sizes``, ``activation``, ``output_activation``, ``tau``, ``tau_error``, ``learning_rate``,
+        ``learning_rate_scaling``, ``weight_decay``, ``learn_biases``, ``bias_learning_rate``, ``seed``, ``dtype``
+        and a ``[feedback]`` table: ``rule`` (``"direct_ldfa"`` or ``"ldfa"``) with the rule's options
+        (``rank``, ``feedback_learning``, ``feedback_weight_decay``, ...; passed to
+        :func:`bioplastic.rules.make`), and the feedback units' ``tau`` (s) and ``learning_rate`` (1/s). The
+        earlier keys ``wiring``, ``learning`` and ``weight_decay`` of ``[feedback]`` are deprecated (a
+        ``DeprecationWarning`` names the replacement). ``overrides`` replace top-level keys (``feedback=`` a
+        whole table).
 
         Raises
         ------
         ValueError
-            A spec whose ``architecture`` is not ``"rate_network"`` or with unknown keys.
+            A spec whose ``architecture`` is not ``"rate_network"``, unknown keys (listing the allowed ones), an
+            unknown rule option (listed by :func:`bioplastic.rules.make`).
         """
         from bioplastic.architectures.spec import load_spec
 
@@ -618,10 +574,6 @@ class RateNetwork:
         if s.get("architecture") != "rate_network":
             raise ValueError(f"spec {s.get('name')!r} has architecture {s.get('architecture')!r}, "
                              "expected 'rate_network'")
-        fb = dict(s.get("feedback", {}))
-        allowed_fb = {"rank", "wiring", "learning", "tau", "learning_rate", "weight_decay"}
-        if set(fb) - allowed_fb:
-            raise ValueError(f"unknown [feedback] keys {sorted(set(fb) - allowed_fb)}; allowed: {sorted(allowed_fb)}")
         allowed = {"name", "architecture", "description", "training", "feedback", "sizes", "activation",
                    "output_activation", "tau", "tau_error", "learning_rate", "learning_rate_scaling", "seed",
                    "dtype", "weight_decay", "learn_biases", "bias_learning_rate"}
@@ -636,32 +588,65 @@ class RateNetwork:
         if "dtype" in s:
             check_choice("dtype", s["dtype"], ("float32", "float64"))
             kw["dtype"] = getattr(torch, s["dtype"])
-        rename = {"rank": "feedback_rank", "wiring": "wiring", "learning": "feedback_learning",
-                  "tau": "feedback_tau", "learning_rate": "feedback_learning_rate",
-                  "weight_decay": "feedback_weight_decay"}
-        kw.update({rename[k]: v for k, v in fb.items()})
+        fb = dict(s.get("feedback", {}))
+        if "tau" in fb:
+            kw["feedback_tau"] = fb.pop("tau")
+        if "learning_rate" in fb:
+            kw["feedback_learning_rate"] = fb.pop("learning_rate")
+        kw["rule"] = spec_rule(fb, s.get("name"))
         return cls.from_sizes(s["sizes"], **kw)
 
     def __repr__(self) -> str:
         sizes = "-".join(str(p.size) for p in self.populations)
         fb = self.feedback
-        return (f"RateNetwork({sizes}, feedback rank {fb.rank} {fb.wiring}/{fb.learning}, "
+        return (f"RateNetwork({sizes}, {fb.rule.name} rank {fb.rank} {fb.feedback_learning}, "
                 f"eta={self.learning_rate}/s, seed={self.seed}, {str(self.dtype).replace('torch.', '')}, "
                 f"{self.device})")
 
     # ------------------------------------------------------------------ simulation
     def run(self, stimuli: Any, targets: Any = None, *, backend: str = "torch", **options: Any):
         """Present ``stimuli`` one after another and simulate; see :func:`bioplastic.rate.simulate`."""
-        from bioplastic.rate.simulate import simulate
-
         return simulate(self, stimuli, targets, backend=backend, **options)
 
     def predict(self, stimuli: Any, **options: Any) -> torch.Tensor:
         """Output rates at the end of each presentation, learning off; see :func:`bioplastic.rate.predict`."""
-        from bioplastic.rate.simulate import predict
-
         return predict(self, stimuli, **options)
 
 
-__all__ = ["Population", "FeedbackPopulation", "Projection", "FeedbackGroup", "RateNetwork", "WIRINGS",
-           "FEEDBACK_RULES", "BACKENDS", "ERROR_POPULATION", "LEARNING_RATE_SCALINGS"]
+_LEGACY_SPEC_KEYS = {"wiring": "rule", "learning": "feedback_learning", "weight_decay": "feedback_weight_decay"}
+
+
+def spec_rule(table: Mapping[str, Any], spec_name: str | None = None) -> _rules.Rule:
+    """The rule of a spec's ``[feedback]`` table without ``tau`` and ``learning_rate`` (see
+    :meth:`RateNetwork.from_spec`); an empty table gives :data:`~bioplastic.rate.populations.DEFAULT_RULE` with
+    the table's ``rank``.
+
+    Raises
+    ------
+    ValueError
+        ``rule`` together with a deprecated key, a rule other than ``ldfa`` / ``direct_ldfa``, unknown options.
+    """
+    fb = dict(table)
+    legacy = {k: fb.pop(k) for k in list(fb) if k in _LEGACY_SPEC_KEYS}
+    if legacy:
+        if "rule" in fb or set(fb) - {"rank"}:
+            raise ValueError(f"spec {spec_name!r}: [feedback] mixes the deprecated keys {sorted(legacy)} with "
+                             f"{sorted(fb)}; write rule = 'direct_ldfa' | 'ldfa' with the rule's options")
+        rule = legacy_rule(rank=fb.get("rank"), **legacy)
+        new = {"rule": rule.name, "rank": rule.rank, "feedback_learning": rule.feedback_learning,
+               "feedback_weight_decay": rule.feedback_weight_decay}
+        warnings.warn(f"spec {spec_name!r}: [feedback] keys {sorted(legacy)} are deprecated and will be removed in "
+                      f"the next release; write {new}", DeprecationWarning, stacklevel=3)
+        return rule
+    name = fb.pop("rule", None)
+    if name is None:
+        return _rules.make(DEFAULT_RULE, **fb)
+    if not isinstance(name, str):
+        raise ValueError(f"spec {spec_name!r}: [feedback] rule must be a rule name, got {name!r}")
+    return _rules.make(name, **fb)
+
+
+__all__ = ["RateNetwork", "spec_rule", "LEARNING_RATE_SCALINGS", "BIAS_LEARNING_RATE_FRACTION",
+           # re-exported from the description's parts
+           "Population", "FeedbackPopulation", "Projection", "FeedbackGroup", "WIRINGS", "FEEDBACK_LEARNING",
+           "FEEDBACK_RULES", "BACKENDS", "ERROR_POPULATION"]

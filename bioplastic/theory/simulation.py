@@ -83,7 +83,7 @@ def simulate(rule: Rule | Any, teacher: Teacher | np.ndarray | torch.Tensor, *, 
     The output layer ``W2`` always receives its exact gradient ``<e h^T>``; the hidden layer receives the
     error through the rule's feedback operator ``F`` (``g_in = e F``; ``F = W2`` for backprop, a fixed
     random ``B`` for FA, ``P Q`` through ``r`` feedback units for LDFA), and the feedback weights learn as in
-    :mod:`bioplastic.theory.dynamics` (the formulas of the science notes, sections 2-3; Hanut & Kadmon 2025,
+    :mod:`bioplastic.theory.dynamics` (the formulas of docs/rules.md and docs/theory.md; Hanut & Kadmon 2025,
     arXiv:2502.20580). Inputs are white Gaussian, ``y = W* x + noise_std * xi``, the loss is
     ``L = 0.5 <||y - W2 W1 x||^2>`` (summed over outputs, averaged over samples).
 

@@ -1,4 +1,5 @@
-"""``compare``: train several learning rules side by side and collect the results as an xarray Dataset.
+"""The comparison grid: :func:`compare` trains several learning rules side by side and collects the results
+as an xarray Dataset.
 
 The main job of bioplastic (``bioplastic compare`` on the command line): backprop, feedback alignment,
 direct feedback alignment, sign symmetry and LDFA (Hanut & Kadmon 2025, arXiv:2502.20580) at several
@@ -11,7 +12,7 @@ Layout of the output folder ``out``::
     out/results.nc            the comparison (see bioplastic.training.results), rewritten after every run
     out/figure.png            accuracy per epoch per rule; accuracy against rank; alignment per layer
     out/runs/<run>.nc         one finished run (the source of truth for resuming)
-    out/models/<run>.pt       the trained, converted model: state_dict + configs (see load_model)
+    out/models/<run>.pt       the trained, converted model (bioplastic.training.store: load_model)
     out/checkpoints/<run>/    the trainer's per-epoch checkpoints of the run in progress
 
 ``<run>`` is ``<rule label>-r<rank>-s<seed>`` (``<rule label>-f<fraction>-s<seed>`` for a relative rank,
@@ -26,7 +27,6 @@ import json
 import logging
 import numbers
 import os
-import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -39,13 +39,12 @@ import xarray as xr
 from bioplastic import io
 from bioplastic._checks import check_choice, check_device, check_positive_int
 from bioplastic.training import results as _results
-from bioplastic.training.results import (NO_RANK, check_rank_fraction, fraction_rank, rank_fraction_of, run_id,
-                                         run_label)
+from bioplastic.training.results import (LOW_RANK_RULES, NO_RANK, check_rank_fraction, fraction_rank,
+                                         rank_fraction_of, run_id, run_label)
+from bioplastic.training.evaluation import check_model_fits
+from bioplastic.training.store import list_models, load_model, save_model
 
 log = logging.getLogger(__name__)
-
-LOW_RANK_RULES = ("ldfa", "direct_ldfa")
-"""Rules that take a feedback ``rank`` and a ``feedback_learning`` mode."""
 
 DEFAULT_RULES = ("bp", "fa", "dfa", "sign_symmetry", "ldfa")
 DEFAULT_RANKS = (1, 3, 10)
@@ -125,12 +124,6 @@ def _is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    from bioplastic.training.checkpoint import torch_save
-
-    io.atomic_write(path, lambda tmp: torch_save(obj, tmp))
-
-
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
@@ -164,20 +157,7 @@ def compare(
     model: str | os.PathLike | Mapping[str, Any] | None = None,
     data_path: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    optimizer: str | None = None,
-    weight_decay: float | None = None,
-    feedback_lr: float | None = None,
-    feedback_weight_decay: float | None = None,
-    schedule: str | None = None,
-    warmup_epochs: float | None = None,
-    amp: bool | None = None,
-    compile: bool | None = None,
-    device: str = "auto",
-    max_train: int | None = None,
     max_test: int | None = None,
-    alignment: bool = True,
     rule_options: Mapping[str, Any] | None = None,
     train_options: Mapping[str, Any] | None = None,
     progress: bool = True,
@@ -186,6 +166,7 @@ def compare(
     classes: int | Sequence[int] | str | None = None,
     model_options: Mapping[str, Any] | None = None,
     dataset_options: Mapping[str, Any] | None = None,
+    **config_options: Any,
 ) -> xr.Dataset:
     """Train learning rules side by side on one task and return the results as an xarray Dataset.
 
@@ -239,25 +220,16 @@ def compare(
         Folder or zip files of a dataset that is not embedded (``cifar10``).
     cache_dir : path-like, optional
         Where ``cifar10`` caches its decoded images (default :func:`bioplastic.data.cifar10.default_cache_dir`).
-    batch_size, lr, optimizer, weight_decay, feedback_lr, feedback_weight_decay, schedule, \
-warmup_epochs, amp, compile : optional
-        Training recipe (see :class:`bioplastic.training.TrainConfig`); None takes the model spec's
-        ``[training]`` value, else the ``TrainConfig`` default.
-    device : str
-        Torch device, e.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``"auto"``: CUDA where available, else
-        CPU (resolved here and stored, so a resumed comparison must run on the same kind of device).
     max_train : int, optional
         Train on a fixed random subset of ``max_train`` training examples (the same for every run).
     max_test : int, optional
         Evaluate on the first ``max_test`` test examples (the loaders' fixed order holds every class in
         any prefix); part of each run's identity when resuming.
-    alignment : bool
-        Measure per-layer alignment with backprop after every epoch (:func:`bioplastic.nn.alignment`).
     rule_options : mapping, optional
         Extra options for :func:`bioplastic.rules.make` applied to every low-rank run (e.g.
         ``{"reinit_every": 100, "error_clamp": 1.0}``).
     train_options : mapping, optional
-        Any further :class:`TrainConfig` fields.
+        :class:`~bioplastic.training.config.TrainConfig` fields, as a mapping (the same as keywords).
     progress : bool
         One tqdm progress bar over the epochs of all runs (a widget in Jupyter with ``ipywidgets``).
     keep_models : bool
@@ -280,6 +252,16 @@ warmup_epochs, amp, compile : optional
         ``{"n_classes": 40}`` for ``dataset="teacher"``; the model's output layer follows the loaded
         dataset's number of classes and, for flat inputs, its input layer the input size (unless
         ``model_options`` sets them). Part of each run's identity.
+    **config_options
+        Any field of :class:`~bioplastic.training.config.TrainConfig` other than ``model``, ``rule``,
+        ``rule_options`` and ``seed`` (which compare sets per run): the recipe (``batch_size``, ``lr``,
+        ``optimizer``, ``weight_decay``, ``feedback_lr``, ``feedback_weight_decay``, ``feedback_optimizer``,
+        ``schedule``, ``warmup_epochs``, ``label_smoothing``, ``augment``, ``grad_clip``, ``momentum``;
+        unset: the model spec's ``[training]`` value, else the built-in default), ``amp``, ``amp_dtype``,
+        ``compile``, ``max_train``, ``alignment`` (per-layer alignment with backprop after every epoch,
+        :func:`bioplastic.nn.alignment`; default True), ``eval_batch_size``, ``alignment_batch`` and
+        ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``"auto"``, the default: CUDA where available, else
+        CPU, resolved here and stored, so a resumed comparison must run on the same kind of device).
 
     Returns
     -------
@@ -312,9 +294,15 @@ warmup_epochs, amp, compile : optional
 
     Examples
     --------
-    >>> ds = bioplastic.compare(rules=["bp", "fa", "ldfa"], ranks=[1, 10], seeds=[0, 1], epochs=2,
-    ...                         dataset="mnist", out="runs/mnist")          # doctest: +SKIP
-    >>> ds.test_accuracy.isel(epoch=-1).mean("seed").to_pandas()           # doctest: +SKIP
+    A small comparison on scikit-learn's digits (seconds; nothing written without ``out``):
+
+    >>> import bioplastic
+    >>> ds = bioplastic.compare(rules=["bp", "ldfa"], ranks=[2], feedback_learning=["fixed"], epochs=1,
+    ...                         dataset="digits", max_train=300, device="cpu", progress=False)
+    >>> [str(r) for r in ds["rule"].values], [str(r) for r in ds["rank_label"].values]
+    (['bp', 'ldfa_fixed'], ['-', '2'])
+    >>> ds.test_accuracy.isel(epoch=-1).mean("seed").dims
+    ('rule', 'rank')
     """
     from bioplastic import rules as rules_mod
     from bioplastic.architectures.spec import build_model, load_spec
@@ -348,9 +336,6 @@ warmup_epochs, amp, compile : optional
         raise ValueError(f"rules {low_rank} need at least one feedback learning mode; allowed: "
                          + ", ".join(rules_mod.FEEDBACK_LEARNING))
     check_choice("dataset", dataset, DATASETS)
-    device = check_device(device)
-    if max_train is not None:
-        check_positive_int("max_train", max_train)
     if max_test is not None:
         check_positive_int("max_test", max_test)
     spec = _jsonable(load_spec(DEFAULT_MODELS[dataset] if model is None else model))
@@ -360,14 +345,8 @@ warmup_epochs, amp, compile : optional
 
     trainer = _trainer()
     field_names = {f.name for f in dataclasses.fields(trainer.TrainConfig)}
-    explicit = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-        "weight_decay": weight_decay, "feedback_lr": feedback_lr,
-        "feedback_weight_decay": feedback_weight_decay, "schedule": schedule,
-        "warmup_epochs": warmup_epochs, "amp": amp, "compile": compile, "device": device,
-        "max_train": max_train, "alignment": alignment,
-    }
-    for key, value in dict(train_options or {}).items():
+    explicit = {"epochs": epochs}
+    for key, value in [*config_options.items(), *dict(train_options or {}).items()]:
         if key in _PER_RUN_FIELDS:
             raise ValueError(f"train_options may not set {key!r}; compare sets it per run")
         explicit[key] = value
@@ -376,6 +355,9 @@ warmup_epochs, amp, compile : optional
         raise ValueError(f"unknown training options {unknown}; TrainConfig fields: {sorted(field_names)}")
     if epochs is not None:
         check_positive_int("epochs", epochs)
+    if explicit.get("max_train") is not None:
+        check_positive_int("max_train", explicit["max_train"])
+    explicit["device"] = check_device(explicit.get("device") or "auto")  # "auto" resolved once, for every run
     # None: TrainConfig takes the spec's [training] recipe, else its own defaults.
     base = {k: v for k, v in explicit.items() if v is not None}
     if dataset == "cifar10" and data_path is None:
@@ -449,7 +431,7 @@ warmup_epochs, amp, compile : optional
         data = select_classes(data, class_list)
     if max_test is not None and max_test < len(data.y_test):
         data = dataclasses.replace(data, x_test=data.x_test[:max_test], y_test=data.y_test[:max_test])
-    _check_model_fits(probe, data, spec)
+    check_model_fits(probe, str(spec.get("name", "?")), data)  # before any training
     del probe
 
     def config_of(run: _Run):
@@ -578,8 +560,9 @@ warmup_epochs, amp, compile : optional
                                 100 * chance[1], 100 * chance[0], _results.CHANCE_STANDARD_ERRORS)
                 if writer:
                     if keep_models:
-                        _atomic_torch_save({**_model_record(result, run, configs[run], data.input_shape),
-                                            "status": status}, out_dir / "models" / f"{run.id}.pt")
+                        save_model(out_dir, result, configs[run], rule=run.rule,
+                                   feedback_learning=run.feedback_learning, rank=run.rank, seed=run.seed,
+                                   input_shape=data.input_shape, status=status)
                     io.save(ds, out_dir / "runs" / f"{run.id}.nc")
                     if ckpt is not None and ckpt.exists():
                         shutil.rmtree(ckpt)
@@ -743,162 +726,6 @@ def _diff(old: str | None, new: str) -> str:
     a, b = json.loads(old), json.loads(new)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return "differs in " + ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)
-
-
-def _check_model_fits(model: torch.nn.Module, data: Any, spec: Mapping[str, Any]) -> None:
-    """Run two training examples through the model: input shape and number of outputs must fit."""
-    x = data.transform(data.x_train[:2])
-    try:
-        with torch.no_grad():
-            y = model.eval()(x)
-    except RuntimeError as exc:
-        raise ValueError(f"model spec {spec.get('name', '?')!r} does not accept {data.name} inputs of shape "
-                         f"{tuple(x.shape[1:])}: {exc}") from None
-    if y.ndim != 2 or y.shape[1] != data.n_classes:
-        raise ValueError(f"model spec {spec.get('name', '?')!r} gives outputs of shape {tuple(y.shape[1:])}, "
-                         f"dataset {data.name!r} has {data.n_classes} classes")
-
-
-def _model_record(result: Any, run: _Run, config: Any, input_shape: Sequence[int]) -> dict[str, Any]:
-    from bioplastic import __version__
-
-    model = result.model
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    state = model.state_dict()  # the trainer returns the model on CPU
-    return {
-        "state_dict": state, "train_config": _jsonable(config.to_dict()), "rule": run.rule,
-        "feedback_learning": run.feedback_learning, "rank": run.rank, "seed": run.seed, "label": run.label,
-        "status": str(result.status), "bioplastic_version": __version__,
-        "input_shape": [int(n) for n in input_shape],  # one input's shape: direct rules on convs need it to rebuild
-    }
-
-
-_MODEL_FILE = re.compile(
-    r"^(?P<label>[A-Za-z0-9_]+?)(?:-r(?P<rank>\d+)|-f(?P<fraction>[0-9.]+))?-s(?P<seed>\d+)\.pt$")
-
-
-def list_models(out: str | os.PathLike) -> list[tuple[str, int, int]]:
-    """The saved models of a comparison, as (rule label, rank, seed) triples (rank -1: no rank; a relative
-    rank as its :func:`~bioplastic.training.results.fraction_rank` code)."""
-    found = []
-    for path in sorted((Path(out) / "models").glob("*.pt")):
-        m = _MODEL_FILE.match(path.name)
-        if m:
-            if m["fraction"]:
-                try:
-                    rank = fraction_rank(float(m["fraction"]))
-                except ValueError:
-                    continue
-            else:
-                rank = int(m["rank"]) if m["rank"] else NO_RANK
-            found.append((m["label"], rank, int(m["seed"])))
-    # numerically: rule label, then no rank, absolute ranks (1, 3, 10), relative ranks by fraction, then seed
-    def order(item: tuple[str, int, int]) -> tuple:
-        label, rank, seed = item
-        fraction = rank_fraction_of(rank)
-        kind = 0 if rank == NO_RANK else 1 if fraction is None else 2
-        return label, kind, fraction if fraction is not None else rank, seed
-
-    return sorted(found, key=order)
-
-
-def load_model(out: str | os.PathLike, rule: str, rank: int | None = None, seed: int = 0, *,
-               feedback_learning: str | None = None, rank_fraction: float | None = None,
-               map_location: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load a model trained by :func:`compare` (the converted module, trained weights, eval mode).
-
-    Parameters
-    ----------
-    out : path-like
-        The comparison's output folder (models are in ``out/models/<run>.pt``).
-    rule : str
-        A rule label of the results (``"bp"``, ``"ldfa_normative"``, ``"ldfa_fixed"``) or a rule name
-        (``"ldfa"``) with ``feedback_learning``. ``"ldfa"`` alone means the adaptive ``"ldfa_normative"``
-        when that run exists (or the only LDFA label present).
-    rank : int, optional
-        Feedback rank of low-rank rules; may be omitted when only one rank was trained.
-    seed : int
-        The run's seed.
-    feedback_learning : str, optional
-        With a rule name: which LDFA variant.
-    rank_fraction : float, optional
-        A relative rank (``compare(rank_fractions=...)``) instead of ``rank``.
-    map_location : str or torch.device
-        Where to put the weights.
-
-    Returns
-    -------
-    torch.nn.Module
-        ``bioplastic.convert(build_model(spec), rules.make(rule, **rule_options))`` with the trained
-        ``state_dict`` loaded, in eval mode. ``model.bioplastic_run`` holds the run's metadata
-        (train_config, rule, rank, seed, status).
-
-    Raises
-    ------
-    FileNotFoundError
-        No such run in ``out/models`` (the message lists the saved runs).
-    ValueError
-        Ambiguous ``rule`` / ``rank`` (the message lists the candidates), a corrupt model file or one whose
-        weights do not fit the rebuilt model (the message names the file).
-    """
-    from bioplastic import __version__
-    from bioplastic import rules as rules_mod
-    from bioplastic.architectures.spec import build_model, load_spec
-    from bioplastic.nn import convert
-
-    if rank_fraction is not None:
-        if rank is not None:
-            raise ValueError(f"give rank or rank_fraction, not both (got rank={rank}, rank_fraction={rank_fraction})")
-        rank = fraction_rank(rank_fraction)
-    saved = list_models(out)
-    label = run_label(rule, feedback_learning)
-    labels = sorted({s[0] for s in saved})
-    if label not in labels and feedback_learning is None and rule in LOW_RANK_RULES:
-        candidates = [lab for lab in labels if lab.startswith(rule + "_")
-                      and lab[len(rule) + 1:] in rules_mod.FEEDBACK_LEARNING]
-        if run_label(rule, "normative") in candidates:
-            label = run_label(rule, "normative")
-        elif len(candidates) == 1:
-            label = candidates[0]
-        elif candidates:
-            raise ValueError(f"rule {rule!r} is ambiguous in {out}: give feedback_learning or one of {candidates}")
-    if rank is None:
-        rank_options = sorted({s[1] for s in saved if s[0] == label and s[2] == seed})
-        if len(rank_options) > 1:
-            raise ValueError(f"several ranks {rank_options} saved for {label!r}, seed {seed}: give rank")
-        rank = rank_options[0] if rank_options else NO_RANK
-    path = Path(out) / "models" / f"{run_id(label, int(rank), int(seed))}.pt"
-    if not path.exists():
-        listing = ", ".join(run_id(*s) for s in saved) or "none"
-        raise FileNotFoundError(f"no saved model {path}; saved runs: {listing}")
-    try:
-        record = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated / foreign files
-        raise ValueError(f"cannot read model file {path}: {exc}") from exc
-    cfg = record["train_config"]
-    trainer = _trainer()
-    with torch.random.fork_rng(devices=[]):  # building draws random weights: leave the caller's RNG alone
-        plain = build_model(cfg["model"])
-        rule_obj = rules_mod.make(cfg["rule"], **cfg.get("rule_options", {}))
-        try:  # the trainer's conversion: the spec's [rule] exclude / ranks / output layer
-            options = trainer.conversion_options(trainer.TrainConfig(**cfg), load_spec(cfg["model"]), plain, rule_obj)
-        except (TypeError, ValueError) as exc:  # a configuration this version cannot rebuild: say so
-            raise ValueError(f"model file {path}: cannot rebuild its conversion from the stored configuration "
-                             f"(saved by bioplastic {record.get('bioplastic_version', '?')}, this is "
-                             f"{__version__}): {exc}") from exc
-        if "input_shape" in record:  # the direct rules size D / Q of conv layers from an example input
-            options["example_input"] = torch.zeros(2, *record["input_shape"])
-        module = convert(plain, rule_obj, **options)
-    try:
-        module.load_state_dict(record["state_dict"])
-    except RuntimeError as exc:
-        raise ValueError(f"model file {path} does not fit the model rebuilt from its configuration (saved by "
-                         f"bioplastic {record.get('bioplastic_version', '?')}, this is {__version__}): {exc}") from exc
-    module.to(map_location)
-    module.eval()
-    module.bioplastic_run = {k: v for k, v in record.items() if k != "state_dict"}
-    return module
 
 
 __all__ = ["compare", "load_model", "list_models", "LOW_RANK_RULES", "DEFAULT_RULES", "DEFAULT_RANKS",

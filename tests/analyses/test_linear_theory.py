@@ -1,21 +1,13 @@
 """analyses/linear_theory.py writes netCDF + PNG, and bad arguments leave existing results untouched."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from bioplastic import io
 
-SCRIPT = Path(__file__).resolve().parents[2] / "analyses" / "linear_theory.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("linear_theory_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(analysis_script):
+    return analysis_script("linear_theory")
 
 
 def test_small_run_writes_netcdf_and_png(script, tmp_path):
