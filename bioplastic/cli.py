@@ -206,6 +206,9 @@ def _add_reproduce_parser(sub) -> None:
     p.add_argument("--markdown", default=None, metavar="PATH", help="also write the report's Markdown twin to PATH "
                    "(e.g. docs/reproduction.md), its figures as PNG files in PATH without .md (docs/reproduction/)")
     p.add_argument("--label", default="", help="a line under the Markdown title saying what run this is")
+    p.add_argument("--report-only", action="store_true", help="run nothing: report what OUT holds, every claim "
+                   "not measured there as not run (with --reason)")
+    p.add_argument("--reason", default=None, help="with --report-only: why the claims not measured yet are not")
     _add_log_options(p, "sub_")
 
 
@@ -220,7 +223,8 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)  # the command owns its process
     ds = bioplastic.reproduce(budget=args.budget, out=args.out, claims=args.claims, seeds=args.seeds,
-                              device=args.device, data_path=args.data_path, progress=args.progress)
+                              device=args.device, data_path=args.data_path, progress=args.progress,
+                              run=not args.report_only, not_run_reason=args.reason)
     if args.markdown:
         from bioplastic.reproduction.report import write_markdown
 
