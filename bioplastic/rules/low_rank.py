@@ -182,6 +182,33 @@ def kolen_pollack_q_gradient(ops, z, q):
     return ops.outer(z, q.shape)
 
 
+#: Bytes of ``W`` per row block of :func:`_w_products`: a block stays in a core's L2 cache between its two
+#: products, so ``W`` is read from memory once instead of twice.
+_BLOCK_BYTES = 1 << 19
+#: Smaller weights are read twice (they stay in cache anyway; one block loop would only add Python calls).
+_ONE_PASS_MIN_BYTES = 1 << 21
+
+
+def _one_pass(w, p, q) -> bool:
+    """Whether :func:`normative_gradients` reads a (large, CPU, no-autograd) ``W`` once, by row blocks."""
+    return (w.device.type == "cpu" and w.is_contiguous() and w.numel() * w.element_size() >= _ONE_PASS_MIN_BYTES
+            and not (torch.is_grad_enabled() and (w.requires_grad or p.requires_grad or q.requires_grad)))
+
+
+def _w_products(w, qt, pt):
+    """``(W Q^T, P^T W)`` with one pass over ``W`` (out, K): per block of rows ``W_b`` (kept in cache),
+    ``(W Q^T)_b = W_b Q^T`` and ``P^T W += P_b^T W_b``. ``qt`` (K, r), ``pt`` (r, out)."""
+    out, k = w.shape
+    rows = max(1, _BLOCK_BYTES // (k * w.element_size()))
+    wqt = torch.empty(out, qt.shape[1], dtype=w.dtype, device=w.device)
+    ptw = torch.zeros(pt.shape[0], k, dtype=w.dtype, device=w.device)
+    for i in range(0, out, rows):
+        wb = w[i:i + rows]
+        torch.mm(wb, qt, out=wqt[i:i + rows])
+        ptw.addmm_(pt[:, i:i + rows], wb)
+    return wqt, ptw
+
+
 def normative_gradients(p, q, w, groups: int = 1):
     """``grad_P = (PQ - W) Q^T``, ``grad_Q = P^T (PQ - W)`` per group, without materialising ``PQ``.
 
@@ -203,10 +230,13 @@ def normative_gradients(p, q, w, groups: int = 1):
         Shaped like ``p`` and ``q``.
     """
     out = w.shape[0]
-    if groups == 1:  # two skinny products over W (memory-bound on CPU: each reads W once)
+    if groups == 1:
         qt = q.t()
-        grad_p = torch.addmm(p.mm(q.mm(qt)), w, qt, beta=1, alpha=-1)
         pt = p.t()
+        if _one_pass(w, p, q):  # W Q^T and P^T W from one read of W (issue 14: memory-bound on a CPU)
+            wqt, ptw = _w_products(w, qt, pt)
+            return p.mm(q.mm(qt)).sub_(wqt), pt.mm(p).mm(q).sub_(ptw)
+        grad_p = torch.addmm(p.mm(q.mm(qt)), w, qt, beta=1, alpha=-1)
         grad_q = torch.addmm(pt.mm(p).mm(q), pt, w, beta=1, alpha=-1)
         return grad_p, grad_q
     p3 = p.reshape(groups, out // groups, -1)
