@@ -123,6 +123,12 @@ class ConvOps:
         return F.conv_transpose2d(a, p, groups=self.groups)
 
     def send(self, a, m):
+        # the transposed convolution itself: on a CPU ~1.3x faster than conv2d_input's convolution_backward
+        # for the thin r-channel error (issue 14); output_padding restores the input size conv2d_input reads
+        out_pad = [self.h.shape[2 + i] - ((a.shape[2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
+                                          + self.dilation[i] * (m.shape[2 + i] - 1) + 1) for i in range(2)]
+        if all(0 <= o < max(s, d) for o, s, d in zip(out_pad, self.stride, self.dilation)):
+            return F.conv_transpose2d(a, m, None, self.stride, self.padding, out_pad, self.groups, self.dilation)
         return conv2d_input(self.h.shape, m, a, self.stride, self.padding, self.dilation, self.groups)
 
     def outer(self, a, shape):

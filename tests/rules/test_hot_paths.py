@@ -73,3 +73,21 @@ def test_conv_compress_is_the_1x1_transposed_convolution(groups):
     # non-contiguous delta (channels-last memory format)
     torch.testing.assert_close(ops.compress(delta.to(memory_format=torch.channels_last), p),
                                F.conv_transpose2d(delta, p, groups=groups), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("stride, padding, dilation, groups, size", [
+    (1, 1, 1, 1, 7), (2, 1, 1, 1, 7), (2, 1, 1, 1, 8), (3, 0, 1, 1, 10), (1, 2, 2, 1, 9), (2, 1, 1, 2, 9)])
+def test_conv_send_is_the_input_gradient(stride, padding, dilation, groups, size):
+    """``ConvOps.send`` (a transposed convolution with the output padding of the layer's input size) equals
+    ``conv2d_input``, the input gradient of the convolution with kernel ``m``."""
+    from torch.nn.grad import conv2d_input
+
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(2, 4, size, size, generator=g, dtype=torch.float64)
+    m = torch.randn(2 * groups, 4 // groups, 3, 3, generator=g, dtype=torch.float64)
+    out = F.conv2d(h, m, None, stride, padding, dilation, groups)
+    a = torch.randn_like(out)
+    conf = ((stride, stride), (padding, padding), (dilation, dilation), groups)
+    ops = ConvOps(h, a, conf, is_output=False, layer_name="conv")
+    ref = conv2d_input(h.shape, m, a, conf[0], conf[1], conf[2], groups)
+    torch.testing.assert_close(ops.send(a, m), ref, rtol=1e-12, atol=1e-13)
