@@ -113,10 +113,11 @@ def _cpu_peak_bytes(fn) -> float:
     """Peak bytes held by torch's CPU allocator during ``fn()``, above the level at its start."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start)
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
     level = peak = 0
-    for e in events:
-        level += e.cpu_memory_usage
+    for e in events:  # nbytes: + allocated, - freed
+        level += e.nbytes()
         peak = max(peak, level)
     return float(peak)
 
@@ -134,7 +135,13 @@ def main(argv: list[str] | None = None) -> xr.Dataset:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--label", default="", help="free text stored in the attributes (e.g. the commit)")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="print the table of an existing step_time.nc and exit (no measurement)")
     args = parser.parse_args(argv)
+    if args.table is not None:
+        ds = bioplastic.io.load(args.table)
+        print(table(ds))  # noqa: T201 (a script's output)
+        return ds
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("bioplastic.nn.convert").setLevel(logging.WARNING)  # conversion tables are long
     if args.threads is not None:
@@ -243,7 +250,7 @@ def main(argv: list[str] | None = None) -> xr.Dataset:
 def table(ds: xr.Dataset) -> str:
     """A Markdown table: per variant and model, CPU-time ratio (IQR) | wall ratio | FLOP ratio | peak MiB."""
     models = list(ds.model.values)
-    lines = ["| rule | " + " | ".join(f"{m} (r={int(ds.rank.sel(model=m))}) CPU [IQR] \\| wall \\| FLOPs \\| MiB"
+    lines = ["| rule | " + " | ".join(f"{m} (r={int(ds['rank'].sel(model=m))}) CPU [IQR] \\| wall \\| FLOPs \\| MiB"
                                        for m in models) + " |",
              "|---|" + "---|" * len(models)]
     for v in ds.variant.values:
@@ -276,7 +283,7 @@ def _plot(ds: xr.Dataset, path: Path) -> None:
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(pos, ds.variant.values, rotation=40, ha="right")
         ax.set_ylabel("/ plain PyTorch")
-        ax.set_title(f"{model}, batch {int(s.batch)}")
+        ax.set_title(f"{model}, batch {int(s['batch'])}")
         ax.legend(fontsize=7)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
