@@ -55,10 +55,17 @@ def _save(ctx, layer, slot, x, weight, bias, feedback):
 
 def _saved(ctx, n_inputs: int):
     """``(layer, slot, x, weight, feedback, (need_x, need_w, need_b), need_feedback)`` of a Function whose
-    feedback parameters follow ``n_inputs`` other inputs."""
+    feedback parameters follow ``n_inputs`` other inputs. ``need_feedback`` is all False on the steps a rule
+    with ``feedback_every = k > 1`` skips (the layer's step count, :func:`bioplastic.nn.feedback_step`, not a
+    multiple of ``k``)."""
     x, weight, *fb = ctx.saved_tensors
     need = ctx.needs_input_grad
-    return ctx.layer, ctx.slot, x, weight, fb, need[:3], need[n_inputs:]
+    layer = ctx.layer
+    need_fb = need[n_inputs:]
+    every = getattr(layer.rule, "feedback_every", 1)
+    if every != 1 and layer.steps % every:
+        need_fb = (False,) * len(need_fb)
+    return layer, ctx.slot, x, weight, fb, need[:3], need_fb
 
 
 def _broadcast_direct(g: torch.Tensor, lead_e: tuple[int, ...], x_shape: torch.Size, name: str) -> torch.Tensor:

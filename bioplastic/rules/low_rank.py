@@ -394,13 +394,19 @@ class LDFA(Rule):
     error_clamp : float, optional
         Clamp the propagated error ``g_in`` elementwise to ``[-error_clamp, error_clamp]`` (the authors of the
         v1 rule used 1.0). ``None``: no clamp.
+    feedback_every : int
+        Compute the gradients of ``P`` and ``Q`` only on every ``feedback_every``-th optimiser step (steps
+        counted by :func:`bioplastic.nn.feedback_step`, from 0: steps 0, k, 2k, ... learn); on the other steps
+        ``P`` and ``Q`` get no ``.grad`` (``None``), so an optimiser zeroing with ``set_to_none=True`` (the
+        default) leaves them unchanged. Amortises the feedback's cost (``normative``: ``2 r out in`` per layer,
+        two reads of ``W``) over ``k`` steps (issue 14; docs/rules.md, "Cost"). Default 1: every step.
 
     Raises
     ------
     ValueError
         Unknown ``feedback_learning`` (listing the allowed values), ``rank < 1``, both ``rank`` and
         ``rank_fraction``, ``rank_fraction`` outside ``(0, 1]``, negative or non-finite rates,
-        ``reinit_every`` with a mode other than ``"normative"``.
+        ``reinit_every`` with a mode other than ``"normative"``, ``feedback_every`` not a positive integer.
 
     Notes
     -----
@@ -428,6 +434,7 @@ class LDFA(Rule):
     error_clamp: float | None = None
     oja_covariance: OjaCovariance = "auto"
     oja_centre: bool = False
+    feedback_every: int = 1
 
     def __post_init__(self) -> None:
         rule = self.name
@@ -462,6 +469,7 @@ class LDFA(Rule):
                 raise ValueError(f"{rule}: reinit_every applies only to feedback_learning='normative', "
                                  f"not {self.feedback_learning!r}")
             object.__setattr__(self, "reinit_every", check_positive_int(f"{rule} reinit_every", self.reinit_every))
+        object.__setattr__(self, "feedback_every", check_positive_int(f"{rule} feedback_every", self.feedback_every))
         if self.error_clamp is not None:
             object.__setattr__(self, "error_clamp",
                                check_nonnegative_float(rule, "error_clamp", self.error_clamp, strictly_positive=True))
