@@ -91,3 +91,11 @@ def test_conv_send_is_the_input_gradient(stride, padding, dilation, groups, size
     ops = ConvOps(h, a, conf, is_output=False, layer_name="conv")
     ref = conv2d_input(h.shape, m, a, conf[0], conf[1], conf[2], groups)
     torch.testing.assert_close(ops.send(a, m), ref, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_cross_is_the_sum_over_batch_and_positions(groups):
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(5, groups, 6, 30, generator=g, dtype=torch.float64)
+    b = torch.randn(5, groups, 3, 30, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(ConvOps.cross(a, b), torch.einsum("bgoh,bgrh->gor", a, b), rtol=1e-12, atol=1e-12)
