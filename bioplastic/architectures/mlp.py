@@ -123,20 +123,6 @@ class MLP(nn.Sequential):
         return super().forward(x)
 
 
-@register("mlp")
-def mlp(
-    in_features: int,
-    hidden: Sequence[int] = (256, 256),
-    n_classes: int = 10,
-    activation: Activation = "relu",
-    norm: Norm = "none",
-    dropout: float = 0.0,
-    bias: bool = True,
-) -> MLP:
-    """Build an :class:`MLP` from spec keys (``architecture = "mlp"``); see the class for the parameters.
-
-    The spec's ``[training]`` and ``[rule]`` tables are read by the training code, not passed here.
-    """
-    return MLP(
-        in_features, hidden, n_classes, activation=activation, norm=norm, dropout=dropout, bias=bias
-    )
+#: Builder of the registered architecture ``"mlp"``: the class itself (spec keys are its keyword
+#: arguments; see :class:`MLP`; the spec's ``[training]`` and ``[rule]`` tables are read by the training code, not passed here).
+mlp = register("mlp")(MLP)

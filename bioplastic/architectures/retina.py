@@ -135,27 +135,6 @@ class RetinaVVS(nn.Module):
         return self.classifier(self.vvs(self.retina(x)))
 
 
-@register("retina_vvs")
-def retina_vvs(
-    *,
-    in_channels: int = 1,
-    n_classes: int = 10,
-    image_size: int = 32,
-    channels: int = 32,
-    bottleneck: int = 32,
-    kernel_size: int = 9,
-    vvs_depth: int = 2,
-    fc_width: int = 1024,
-    batch_norm: bool = False,
-    dropout: float = 0.0,
-) -> RetinaVVS:
-    """Build a :class:`RetinaVVS` (registered architecture ``"retina_vvs"``).
-
-    Raises
-    ------
-    ValueError
-        Non-positive sizes, an even kernel size, a non-boolean ``batch_norm`` or ``dropout`` outside [0, 1).
-    """
-    return RetinaVVS(in_channels=in_channels, n_classes=n_classes, image_size=image_size, channels=channels,
-                     bottleneck=bottleneck, kernel_size=kernel_size, vvs_depth=vvs_depth, fc_width=fc_width,
-                     batch_norm=batch_norm, dropout=dropout)
+#: Builder of the registered architecture ``"retina_vvs"``: the class itself (spec keys are its keyword
+#: arguments; see :class:`RetinaVVS` for them and what is raised).
+retina_vvs = register("retina_vvs")(RetinaVVS)

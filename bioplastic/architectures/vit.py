@@ -277,30 +277,6 @@ def vit_ranks(model: nn.Module, rank: int, *, qkv_factor: int = 3) -> dict[str, 
             if isinstance(m, nn.Linear) and name.split(".")[-1] == "qkv"}
 
 
-@register("vit")
-def vit(
-    *,
-    image_size: int = 32,
-    patch_size: int = 4,
-    in_channels: int = 3,
-    n_classes: int = 10,
-    dim: int = 384,
-    depth: int = 8,
-    heads: int = 8,
-    mlp_ratio: float = 2.0,
-    pool: Pool = "cls",
-    dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-    drop_path: float = 0.0,
-) -> ViT:
-    """Build a :class:`ViT` (registered architecture ``"vit"``).
-
-    Raises
-    ------
-    ValueError
-        Non-positive sizes, ``image_size`` not divisible by ``patch_size``, ``dim`` not divisible by
-        ``heads``, an unknown ``pool``, or a dropout / drop-path probability outside [0, 1).
-    """
-    return ViT(image_size=image_size, patch_size=patch_size, in_channels=in_channels, n_classes=n_classes,
-               dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio, pool=pool, dropout=dropout,
-               attention_dropout=attention_dropout, drop_path=drop_path)
+#: Builder of the registered architecture ``"vit"``: the class itself (spec keys are its keyword
+#: arguments; see :class:`ViT` for them and what is raised).
+vit = register("vit")(ViT)
