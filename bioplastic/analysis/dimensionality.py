@@ -73,6 +73,12 @@ def _nonnegative(arr: np.ndarray) -> None:
                          "Rectify or shift the responses first")
 
 
+def _along(values: np.ndarray, source: xr.DataArray | None, dim: str, name: str, reference: str) -> xr.DataArray:
+    """``values`` as a DataArray along ``dim``, with ``source``'s coordinates on that dim (if any)."""
+    coords = {} if source is None else {k: c for k, c in source.coords.items() if c.dims == (dim,)}
+    return xr.DataArray(values, dims=dim, coords=coords, name=name, attrs={"reference": reference})
+
+
 def lifetime_sparseness(X: Any) -> xr.DataArray:
     """Lifetime sparseness of each neuron across stimuli (Vinje & Gallant 2000).
 
@@ -95,12 +101,9 @@ def lifetime_sparseness(X: Any) -> xr.DataArray:
     _nonnegative(arr)
     values = _sparseness(arr, axis=0)
     if source is not None and source.ndim == 2:
-        dim = next(d for d in source.dims if d != STIMULUS)
-        coords = {k: c for k, c in source.coords.items() if c.dims == (dim,)}
-        return xr.DataArray(values, dims=dim, coords=coords, name="lifetime_sparseness",
-                            attrs={"reference": "Vinje & Gallant (2000) Science 287:1273"})
-    return xr.DataArray(values, dims="neuron", name="lifetime_sparseness",
-                        attrs={"reference": "Vinje & Gallant (2000) Science 287:1273"})
+        return _along(values, source, next(d for d in source.dims if d != STIMULUS), "lifetime_sparseness",
+                      "Vinje & Gallant (2000) Science 287:1273")
+    return _along(values, None, "neuron", "lifetime_sparseness", "Vinje & Gallant (2000) Science 287:1273")
 
 
 def population_sparseness(X: Any) -> xr.DataArray:
@@ -123,9 +126,5 @@ def population_sparseness(X: Any) -> xr.DataArray:
     """
     arr, source = stimulus_by_neuron(X, "X", min_stimuli=1)
     _nonnegative(arr)
-    values = _sparseness(arr, axis=1)
-    coords = {}
-    if source is not None:
-        coords = {k: c for k, c in source.coords.items() if c.dims == (STIMULUS,)}
-    return xr.DataArray(values, dims=STIMULUS, coords=coords, name="population_sparseness",
-                        attrs={"reference": "Willmore & Tolhurst (2001) Network 12:255; Vinje & Gallant (2000)"})
+    return _along(_sparseness(arr, axis=1), source, STIMULUS, "population_sparseness",
+                  "Willmore & Tolhurst (2001) Network 12:255; Vinje & Gallant (2000)")

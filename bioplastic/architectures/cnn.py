@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -132,41 +133,22 @@ class VGG(nn.Module):
 
 
 @register("vgg")
-def vgg(
-    *,
-    in_channels: int = 3,
-    n_classes: int = 10,
-    widths: Sequence[int] = (64, 128, 256, 512),
-    width_multiplier: float = 1.0,
-    convs_per_block: int = 2,
-    head_widths: Sequence[int] = (),
-    batch_norm: bool = True,
-    pool_every: int = 1,
-    pool_last: bool = True,
-    dropout: float = 0.0,
-) -> VGG:
+def vgg(*, widths: Sequence[int] = (64, 128, 256, 512), width_multiplier: float = 1.0, **options: Any) -> VGG:
     """Build a :class:`VGG` (registered architecture ``"vgg"``).
 
     Parameters
     ----------
+    widths : sequence of int
+        Channels of each block before scaling.
     width_multiplier : float
         Scales every block's channels: ``max(1, round(w * width_multiplier))``.
-    Other parameters
-        As :class:`VGG`.
+    **options
+        The other keyword arguments of :class:`VGG` (``in_channels``, ``n_classes``, ``convs_per_block``,
+        ``head_widths``, ``batch_norm``, ``pool_every``, ``pool_last``, ``dropout``).
 
     Raises
     ------
     ValueError
         Non-positive sizes or multiplier, ``dropout`` outside [0, 1), a non-boolean ``pool_last``.
     """
-    return VGG(
-        in_channels=in_channels,
-        n_classes=n_classes,
-        widths=scaled_widths(widths, width_multiplier),
-        convs_per_block=convs_per_block,
-        head_widths=head_widths,
-        batch_norm=batch_norm,
-        pool_every=pool_every,
-        pool_last=pool_last,
-        dropout=dropout,
-    )
+    return VGG(widths=scaled_widths(widths, width_multiplier), **options)

@@ -16,12 +16,7 @@ from bioplastic.nn.diagnostics import matrix_angle
 from bioplastic.training import TrainConfig, kolen_pollack_gap, step_learning_rates, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gaps(model) -> dict[str, torch.Tensor]:
