@@ -16,7 +16,7 @@ from bioplastic.rules.base import Rule
 from bioplastic.rules.ops import target_rows
 
 __all__ = ["FeedbackAlignment", "DirectFeedbackAlignment", "DirectRandomTargetProjection", "SignSymmetry",
-           "KolenPollack", "weight_std", "uniform"]
+           "KolenPollack", "weight_std", "uniform", "sign_and_mean_abs"]
 
 SIGN_SCALES = ("mean_abs", "unit")
 
@@ -59,10 +59,6 @@ class FeedbackAlignment(Rule):
     def init_feedback(self, weight, *, rank=None, groups=1, d=None, input_shape=None, generator=None):
         """``B`` uniform in ``[-sqrt(3) s, sqrt(3) s]``, ``s`` = :func:`weight_std` (the variance of ``W``)."""
         return {"B": uniform(tuple(weight.shape), math.sqrt(3.0) * weight_std(weight), generator)}
-
-    def learns(self, name):
-        self._check_feedback_name(name)
-        return False
 
     def feedback_kernel(self, weight, feedback):
         """``(B, None)``: the error sent below is ``delta B``."""
@@ -120,10 +116,6 @@ class DirectFeedbackAlignment(Rule):
     def init_feedback(self, weight, *, rank=None, groups=1, d=None, input_shape=None, generator=None):
         """``D`` uniform in ``[-1/sqrt(d), 1/sqrt(d)]``."""
         return {"D": uniform((d, *input_shape), 1.0 / math.sqrt(d), generator)}
-
-    def learns(self, name):
-        self._check_feedback_name(name)
-        return False
 
     def feedback_matrix(self, weight, feedback, *, groups=1):
         """``D`` (d, in): the map of ``e``; it maps ``delta`` only at the output layer (where ``delta = e``)."""
@@ -212,4 +204,35 @@ class SignSymmetry(Rule):
 
     def feedback_kernel(self, weight, feedback):
         """``(sign(W), s)``: ``s = mean |W|`` (``"mean_abs"``) or ``None`` (``"unit"``)."""
-        return torch.sign(weight), (weight.abs().mean() if self.scale == "mean_abs" else None)
+        if self.scale == "unit":
+            return torch.sign(weight), None
+        return sign_and_mean_abs(weight)
+
+
+#: Elements per block of :func:`sign_and_mean_abs` (512 KiB of float32: a block stays in cache between its
+#: two reads); weights below ``_ONE_PASS_MIN_NUMEL`` take the two whole-tensor passes.
+_BLOCK_NUMEL = 1 << 17
+_ONE_PASS_MIN_NUMEL = 1 << 19
+
+
+def sign_and_mean_abs(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sign(W), mean |W|)``, for a large CPU weight in one pass over ``W`` (issue 14).
+
+    ``sum |W| = sum sign(W) * W`` is taken block by block from the block of ``sign(W)`` just written (still
+    in cache), so ``W`` is read from memory once, not twice, and no ``|W|`` temporary is made. The value is
+    ``weight.abs().mean()`` up to the floating-point summation order. Under autograd, on other devices and
+    for small weights: ``torch.sign(W), W.abs().mean()``.
+    """
+    if (weight.device.type != "cpu" or weight.numel() < _ONE_PASS_MIN_NUMEL or not weight.is_contiguous()
+            or (torch.is_grad_enabled() and weight.requires_grad)):
+        return torch.sign(weight), weight.abs().mean()
+    flat = weight.view(-1)
+    sign = torch.empty_like(weight)
+    sign_flat = sign.view(-1)
+    parts = []
+    for i in range(0, flat.numel(), _BLOCK_NUMEL):
+        block = flat[i:i + _BLOCK_NUMEL]
+        sign_block = sign_flat[i:i + _BLOCK_NUMEL]
+        torch.sign(block, out=sign_block)
+        parts.append(torch.dot(sign_block, block))
+    return sign, torch.stack(parts).sum() / flat.numel()

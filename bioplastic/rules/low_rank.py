@@ -182,6 +182,33 @@ def kolen_pollack_q_gradient(ops, z, q):
     return ops.outer(z, q.shape)
 
 
+#: Bytes of ``W`` per row block of :func:`_w_products`: a block stays in a core's L2 cache between its two
+#: products, so ``W`` is read from memory once instead of twice.
+_BLOCK_BYTES = 1 << 19
+#: Smaller weights are read twice (they stay in cache anyway; one block loop would only add Python calls).
+_ONE_PASS_MIN_BYTES = 1 << 21
+
+
+def _one_pass(w, p, q) -> bool:
+    """Whether :func:`normative_gradients` reads a (large, CPU, no-autograd) ``W`` once, by row blocks."""
+    return (w.device.type == "cpu" and w.is_contiguous() and w.numel() * w.element_size() >= _ONE_PASS_MIN_BYTES
+            and not (torch.is_grad_enabled() and (w.requires_grad or p.requires_grad or q.requires_grad)))
+
+
+def _w_products(w, qt, pt):
+    """``(W Q^T, P^T W)`` with one pass over ``W`` (out, K): per block of rows ``W_b`` (kept in cache),
+    ``(W Q^T)_b = W_b Q^T`` and ``P^T W += P_b^T W_b``. ``qt`` (K, r), ``pt`` (r, out)."""
+    out, k = w.shape
+    rows = max(1, _BLOCK_BYTES // (k * w.element_size()))
+    wqt = torch.empty(out, qt.shape[1], dtype=w.dtype, device=w.device)
+    ptw = torch.zeros(pt.shape[0], k, dtype=w.dtype, device=w.device)
+    for i in range(0, out, rows):
+        wb = w[i:i + rows]
+        torch.mm(wb, qt, out=wqt[i:i + rows])
+        ptw.addmm_(pt[:, i:i + rows], wb)
+    return wqt, ptw
+
+
 def normative_gradients(p, q, w, groups: int = 1):
     """``grad_P = (PQ - W) Q^T``, ``grad_Q = P^T (PQ - W)`` per group, without materialising ``PQ``.
 
@@ -203,10 +230,13 @@ def normative_gradients(p, q, w, groups: int = 1):
         Shaped like ``p`` and ``q``.
     """
     out = w.shape[0]
-    if groups == 1:  # two skinny products over W (memory-bound on CPU: each reads W once)
+    if groups == 1:
         qt = q.t()
-        grad_p = torch.addmm(p.mm(q.mm(qt)), w, qt, beta=1, alpha=-1)
         pt = p.t()
+        if _one_pass(w, p, q):  # W Q^T and P^T W from one read of W (issue 14: memory-bound on a CPU)
+            wqt, ptw = _w_products(w, qt, pt)
+            return p.mm(q.mm(qt)).sub_(wqt), pt.mm(p).mm(q).sub_(ptw)
+        grad_p = torch.addmm(p.mm(q.mm(qt)), w, qt, beta=1, alpha=-1)
         grad_q = torch.addmm(pt.mm(p).mm(q), pt, w, beta=1, alpha=-1)
         return grad_p, grad_q
     p3 = p.reshape(groups, out // groups, -1)
@@ -313,20 +343,10 @@ class LDFA(Rule):
         ``r = max(1, ceil(rank_fraction * out))`` for each layer of output width ``out`` (``C_out`` for a
         convolution); the paper's "width/4" is ``rank_fraction=0.25``. In ``(0, 1]``.
     feedback_learning : {"fixed", "q_only", "normative", "local", "oja"}
-        How ``P`` and ``Q`` learn (each is given as ``.grad`` during ``loss.backward()``, plus the optimiser's
-        weight decay; ``N`` = rows of the flattened batch):
-
-        - ``"fixed"``: ``P`` and ``Q`` random and frozen; fails for ``r < d`` (spurious solutions).
-        - ``"q_only"``: ``P`` frozen; ``grad_Q = (delta P)^T h``. Also fails for ``r < d``.
-        - ``"normative"`` (default): ``grad_P = (P Q - W) Q^T``, ``grad_Q = P^T (P Q - W)``, descent on
-          ``0.5 ||P Q - W||_F^2`` with ``W`` detached; ``P, Q`` start (and with ``reinit_every`` restart) at
-          the rank-r truncated SVD of ``W`` (``P = U sqrt(S)``, ``Q = sqrt(S) V^T``), so ``P Q`` tracks the best
-          rank-r approximation of ``W`` (Eckart-Young). Not weight-transport free: the normative reference.
-        - ``"local"``: ``grad_P = delta^T (h Q^T)``, ``grad_Q = (delta P)^T h``; synapse-local (v4).
-        - ``"oja"``: ``grad_P = -(C P - P (P^T C P))`` with ``C = S^T S / tr(S^T S)`` the trace-normalised
-          covariance of the batch rows ``S`` named by ``oja_covariance`` (Oja's subspace rule, Oja 1982, 1989;
-          the columns of ``P`` converge to an orthonormal basis of the top-r principal subspace of ``S``), and
-          ``grad_Q = (delta P)^T h`` (v1 rule, Kolen-Pollack-like).
+        How ``P`` and ``Q`` learn; each mode's ``grad_P`` and ``grad_Q`` are in the one table of the modes,
+        ``docs/rules.md`` ("LDFA feedback learning"), and in :meth:`feedback_gradients`. The updates arrive as
+        ``.grad`` during ``loss.backward()`` (plus the optimiser's weight decay). ``"normative"`` (the default)
+        fits ``P Q`` to ``W`` (weight transport: the normative reference); the others do not read ``W``.
     feedback_lr : float, optional
         Learning rate of the feedback optimiser, used by :func:`bioplastic.nn.param_groups`; ``None`` means the
         forward learning rate. Default per mode: 0.01 for ``"normative"`` (authors: AdamW, 0.01-0.015),
@@ -364,13 +384,19 @@ class LDFA(Rule):
     error_clamp : float, optional
         Clamp the propagated error ``g_in`` elementwise to ``[-error_clamp, error_clamp]`` (the authors of the
         v1 rule used 1.0). ``None``: no clamp.
+    feedback_every : int
+        Compute the gradients of ``P`` and ``Q`` only on every ``feedback_every``-th optimiser step (steps
+        counted by :func:`bioplastic.nn.feedback_step`, from 0: steps 0, k, 2k, ... learn); on the other steps
+        ``P`` and ``Q`` get no ``.grad`` (``None``), so an optimiser zeroing with ``set_to_none=True`` (the
+        default) leaves them unchanged. Amortises the feedback's cost (``normative``: ``2 r out in`` per layer,
+        two reads of ``W``) over ``k`` steps (issue 14; docs/rules.md, "Cost"). Default 1: every step.
 
     Raises
     ------
     ValueError
         Unknown ``feedback_learning`` (listing the allowed values), ``rank < 1``, both ``rank`` and
         ``rank_fraction``, ``rank_fraction`` outside ``(0, 1]``, negative or non-finite rates,
-        ``reinit_every`` with a mode other than ``"normative"``.
+        ``reinit_every`` with a mode other than ``"normative"``, ``feedback_every`` not a positive integer.
 
     Notes
     -----
@@ -398,6 +424,7 @@ class LDFA(Rule):
     error_clamp: float | None = None
     oja_covariance: OjaCovariance = "auto"
     oja_centre: bool = False
+    feedback_every: int = 1
 
     def __post_init__(self) -> None:
         rule = self.name
@@ -432,6 +459,7 @@ class LDFA(Rule):
                 raise ValueError(f"{rule}: reinit_every applies only to feedback_learning='normative', "
                                  f"not {self.feedback_learning!r}")
             object.__setattr__(self, "reinit_every", check_positive_int(f"{rule} reinit_every", self.reinit_every))
+        object.__setattr__(self, "feedback_every", check_positive_int(f"{rule} feedback_every", self.feedback_every))
         if self.error_clamp is not None:
             object.__setattr__(self, "error_clamp",
                                check_nonnegative_float(rule, "error_clamp", self.error_clamp, strictly_positive=True))
