@@ -614,7 +614,7 @@ def _compute_table(ds: xr.Dataset) -> list[dict]:
             row = {"condition": f"{m} {rule}" + (f" r={d['ldfa_rank'].item()}" if rule == "ldfa" else ""),
                    "FLOPs / step": float(d["flops_per_step"].sel(rule=rule))}
             for var, text, scale in (("epochs_to_target", "epochs to 90 %", 1.0),
-                                     ("flops_to_target", "PFLOP to 90 %", 1e-15),
+                                     ("flops_to_target", "FLOPs to 90 %", 1.0),
                                      ("wall_to_target", "wall s to 90 %", 1.0)):
                 v = scale * d[var].sel(rule=rule).values
                 row[text] = float(np.mean(v))
