@@ -30,9 +30,11 @@ from bioplastic.rate.populations import (
 )
 from bioplastic.rate.protocol import METHODS
 from bioplastic.rate.training import evaluate, train_online
+from bioplastic.rate.twin import autograd_twin, compare_with_twin
 
 __all__ = [
     "ACTIVATIONS", "OUTPUT_ACTIVATIONS", "BACKENDS", "FEEDBACK_LEARNING", "FEEDBACK_RULES", "RATE_RULES", "WIRINGS",
     "LEARNING_RATE_SCALINGS", "METHODS", "CODEGEN_TARGETS", "Population", "FeedbackPopulation", "Projection",
-    "FeedbackGroup", "RateNetwork", "simulate", "predict", "evaluate", "train_online",
+    "FeedbackGroup", "RateNetwork", "simulate", "predict", "evaluate", "train_online", "autograd_twin",
+    "compare_with_twin",
 ]
