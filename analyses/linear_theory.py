@@ -105,8 +105,19 @@ def per_rule_options(spec: dict) -> dict[str, dict]:
             "direct_ldfa_oja": {"oja_covariance": spec["training"].get("oja_covariance", "targets")}}
 
 
+def flow_options(per_rule: dict[str, dict], feedback_method: str | None) -> dict[str, dict]:
+    """The gradient flow's per-rule options: ``oja`` on Sigma^yy gets ``feedback_method`` (P's stiff, autonomous
+    flow integrated on its own; :func:`bioplastic.theory.gradient_flow`)."""
+    out = {k: dict(v) for k, v in per_rule.items()}
+    if feedback_method is not None:
+        for opts in out.values():
+            if opts.get("oja_covariance") == "targets":
+                opts["feedback_method"] = feedback_method
+    return out
+
+
 def run_figure(spec: dict, teacher: theory.Teacher, common: dict, rules: list[str], ranks: list[int],
-               record_every: int) -> xr.Dataset:
+               record_every: int, feedback_method: str | None = "Radau") -> xr.Dataset:
     """Simulation and gradient flow for every rule and rank, concatenated along ``executor`` and ``rank``."""
     per_rule = {k: v for k, v in per_rule_options(spec).items() if k in rules}
     n_samples = spec["training"].get("n_samples")
@@ -125,7 +136,7 @@ def run_figure(spec: dict, teacher: theory.Teacher, common: dict, rules: list[st
                                    record_every=record_every, dtype=torch.float32, **common)
         t1 = time.perf_counter()
         ode = theory.compare_rules(rules, teacher, executor="gradient_flow", rank=r, record_every=record_every,
-                                   per_rule=per_rule, rtol=1e-6, atol=1e-8, **common)
+                                   per_rule=flow_options(per_rule, feedback_method), rtol=1e-6, atol=1e-8, **common)
         t2 = time.perf_counter()
         log.info("rank %d: simulations %.1f s, gradient flows %.1f s", r, t1 - t0, t2 - t1)
         if "train_loss" in sim and "train_loss" not in ode:
@@ -284,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="small sizes (seconds)")
     parser.add_argument("--sweep", action="store_true", help="also run the oja / local sweep")
     parser.add_argument("--record-every", type=int, default=None, help="record every this many steps")
+    parser.add_argument("--feedback-method", default="Radau",
+                        help="solve_ivp method for the separate flow of P of oja on Sigma^yy (stiff: 'Radau'); 'none' "
+                             "integrates it with the rest (RK45)")
     parser.add_argument("--teachers", default=None,
                         help="comma-separated: 'spec' (the spec's teacher: linear_theory.nc / .png) and 'full' (the "
                              "paper teacher not truncated: linear_theory_full_rank.nc / .png); default 'spec,full' "
@@ -319,9 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         spec_t, teacher_t = variants[which]
         label = teacher_label(spec_t, which)
         log.info("teacher %s: %s", which, label)
-        ds = run_figure(spec_t, teacher_t, common, rules, ranks, record_every)
+        feedback_method = None if args.feedback_method.lower() == "none" else args.feedback_method
+        ds = run_figure(spec_t, teacher_t, common, rules, ranks, record_every, feedback_method)
         config = {"spec": spec_t, "rules": rules, "ranks": ranks, "record_every": record_every, "small": args.small,
-                  "teacher": label, "per_rule": per_rule_options(spec_t)}
+                  "teacher": label, "per_rule": per_rule_options(spec_t), "feedback_method": feedback_method}
         ds.attrs["teacher"] = label
         ds = io.stamp(ds, config)
         stem = "linear_theory" if which == "spec" else "linear_theory_full_rank"

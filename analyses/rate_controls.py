@@ -15,6 +15,8 @@ network (weights, feedback) and the digit order.
 Usage::
 
     python analyses/rate_controls.py --out DIR [--ranks 10,2] [--rules oja,fixed] [--seeds 0,1,2] [--n-test 2000]
+
+``--rules`` lists feedback-learning modes of ``bioplastic.rules`` (``fixed``, ``q_only``, ``local``, ``oja``).
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", default="10,2")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--n-test", type=int, default=2000)
+    parser.add_argument("--n-train", type=int, default=None,
+                        help="a fixed random subset of the training digits (default: all 5,000)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     x_train = mnist.x_train.reshape(len(mnist.x_train), -1).float() / 255
     x_test = mnist.x_test.reshape(len(mnist.x_test), -1).float()[: args.n_test] / 255
     y_train, y_test = mnist.y_train, mnist.y_test[: args.n_test]
+    if args.n_train is not None:  # the embedded training digits are sorted by class: a fixed random subset
+        keep = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(0))[: args.n_train]
+        x_train, y_train = x_train[keep], y_train[keep]
     spec = load_spec(args.spec)
     recipe = {**spec["training"], "epochs": args.epochs}
     rules = args.rules.split(",")

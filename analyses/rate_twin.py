@@ -9,7 +9,8 @@ mean over seeds, within 1 percentage point in absolute value.
 
 Usage::
 
-    python analyses/rate_twin.py --out DIR [--seeds 0,1,2] [--epochs 3] [--bp-step-scales 1,4,16] [--twin-step-scales 1,4] [--threads 1]
+    python analyses/rate_twin.py --out DIR [--seeds 0,1,2] [--epochs 3] [--bp-step-scales 1,4,16] [--twin-step-scales 1,4]
+        [--rate-scale 4] [--twins-only]
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 import xarray as xr
 
 from bioplastic import io
+from bioplastic.architectures.spec import load_spec
 from bioplastic.rate.twin import compare_with_twin, plot_twin, twin_table
 
 log = logging.getLogger("rate_twin")
@@ -38,19 +40,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=None, help="a fixed random subset (default: all 5,000)")
     parser.add_argument("--n-test", type=int, default=None, help="the first test digits (default: all 10,000)")
     parser.add_argument("--twins-only", action="store_true", help="skip the rate network (gap NaN)")
+    parser.add_argument("--rate-scale", type=float, default=1.0,
+                        help="multiply the spec's forward and feedback learning rates (the twin's steps follow)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     scales = [float(f) for f in args.bp_step_scales.split(",")]
+    spec = load_spec(args.spec)
+    if args.rate_scale != 1.0:
+        spec["learning_rate"] = spec["learning_rate"] * args.rate_scale
+        spec["feedback"] = {**spec["feedback"], "learning_rate": spec["feedback"]["learning_rate"] * args.rate_scale}
+        spec["name"] = f"{spec['name']}_rates_x{args.rate_scale:g}"
     parts = []
     for seed in (int(s) for s in args.seeds.split(",")):
         path = args.out / f"seed{seed}.nc"
         if path.exists():
             parts.append(io.load(path))
             continue
-        ds = compare_with_twin(args.spec, seeds=[seed], epochs=args.epochs, n_train=args.n_train,
+        ds = compare_with_twin(spec, seeds=[seed], epochs=args.epochs, n_train=args.n_train,
                                n_test=args.n_test, bp_step_scales=scales,
                                twin_step_scales=[float(f) for f in args.twin_step_scales.split(",")],
                                with_rate=not args.twins_only)

@@ -108,6 +108,7 @@ def _add_log_options(parser: argparse.ArgumentParser, prefix: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from bioplastic.rules import FEEDBACK_LEARNING, RULE_NAMES
     from bioplastic.training.comparison import (DEFAULT_FEEDBACK_LEARNING, DEFAULT_MODELS, DEFAULT_RANKS,
                                              DEFAULT_RULES)
 
@@ -126,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter)
     g = p.add_argument_group("what to compare")
     g.add_argument("--rules", default=",".join(DEFAULT_RULES),
-                   help="comma-separated rule names (bp, fa, dfa, sign_symmetry, kolen_pollack, ldfa, direct_ldfa)")
+                   help="comma-separated rule names (" + ", ".join(RULE_NAMES) + ")")
     g.add_argument("--ranks", default=None,
                    help="comma-separated absolute feedback ranks for ldfa / direct_ldfa (default: "
                         + ",".join(map(str, DEFAULT_RANKS)) + "; none when --rank-fractions is given)")
@@ -135,7 +136,8 @@ def _parser() -> argparse.ArgumentParser:
                         "ceil(F * its width), e.g. 0.25 for width/4 (each in (0, 1]; one run per fraction; "
                         "default: none)")
     g.add_argument("--feedback-learning", default=",".join(DEFAULT_FEEDBACK_LEARNING),
-                   help="comma-separated ways LDFA's feedback learns (fixed, q_only, normative, local, oja); "
+                   help="comma-separated ways LDFA's feedback learns (" + ", ".join(FEEDBACK_LEARNING) + "; the "
+                        "table of the modes: docs/rules.md); "
                         "one run per way, labelled e.g. ldfa_normative, ldfa_fixed; normative reads the forward "
                         "weights W (weight transport), the others do not")
     g.add_argument("--seeds", default="0", help="comma-separated seeds")
@@ -204,6 +206,9 @@ def _add_reproduce_parser(sub) -> None:
     p.add_argument("--markdown", default=None, metavar="PATH", help="also write the report's Markdown twin to PATH "
                    "(e.g. docs/reproduction.md), its figures as PNG files in PATH without .md (docs/reproduction/)")
     p.add_argument("--label", default="", help="a line under the Markdown title saying what run this is")
+    p.add_argument("--report-only", action="store_true", help="run nothing: report what OUT holds, every claim "
+                   "not measured there as not run (with --reason)")
+    p.add_argument("--reason", default=None, help="with --report-only: why the claims not measured yet are not")
     _add_log_options(p, "sub_")
 
 
@@ -218,7 +223,8 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)  # the command owns its process
     ds = bioplastic.reproduce(budget=args.budget, out=args.out, claims=args.claims, seeds=args.seeds,
-                              device=args.device, data_path=args.data_path, progress=args.progress)
+                              device=args.device, data_path=args.data_path, progress=args.progress,
+                              run=not args.report_only, not_run_reason=args.reason)
     if args.markdown:
         from bioplastic.reproduction.report import write_markdown
 

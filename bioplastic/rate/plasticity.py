@@ -31,37 +31,42 @@ from dataclasses import dataclass
 
 import torch
 
-from bioplastic.rules.low_rank import oja_subspace_gradient
+from bioplastic.rules.low_rank import kolen_pollack_q_gradient, local_p_gradient, oja_subspace_gradient
+from bioplastic.rules.ops import DenseOps
 
 __all__ = ["RateForm", "RATE_FORMS", "rate_form", "kolen_pollack_increment", "local_p_increment", "oja_increment"]
 
 
 # ------------------------------------------------------------------------------------------ torch increments
 def kolen_pollack_increment(z: torch.Tensor, rate: torch.Tensor, q: torch.Tensor, decay: float) -> torch.Tensor:
-    """Kolen-Pollack ``Q`` (``q_only``, ``local``, ``oja``): ``<z^T r> - lambda Q``, the negative of the rules'
-    ``grad_Q = (delta P)^T h`` with ``z = delta P`` and ``h`` the rate of the hidden population that receives the
-    apical input (the input of the forward matrix ``Q`` mirrors); trial mean.
+    """Kolen-Pollack ``Q`` (``q_only``, ``local``, ``oja``): ``<z^T r> - lambda Q``, i.e.
+    ``-kolen_pollack_q_gradient`` (:func:`bioplastic.rules.low_rank.kolen_pollack_q_gradient`, ``grad_Q = z^T h``
+    with the rules' ``z = delta P = -z``) over the trials, minus the decay; ``h`` is the rate of the hidden
+    population that receives the apical input (the input of the forward matrix ``Q`` mirrors).
 
     ``z`` (B, r), ``rate`` (B, n), ``q`` (r, n) -> (r, n). Kolen & Pollack (1994); Akrout et al. (2019).
     """
-    return (z.T @ rate) / z.shape[0] - decay * q
+    return -kolen_pollack_q_gradient(DenseOps(None, rate), -z, q) / z.shape[0] - decay * q
 
 
-def local_p_increment(teach: torch.Tensor, drive: torch.Tensor, p: torch.Tensor, decay: float) -> torch.Tensor:
-    """The synapse-local ``P`` rule: ``<t^T (r Q^T)> - lambda P``, the negative of the rules'
-    ``grad_P = delta^T (h Q^T)``; ``drive = sum_j r_j Q_j^T`` arrives at the feedback units through the ``Q``
-    synapses (summed over the hidden populations a direct feedback population serves). Trial mean.
+def local_p_increment(teach: torch.Tensor, pairs, p: torch.Tensor, decay: float) -> torch.Tensor:
+    """The synapse-local ``P`` rule: ``<t^T sum_j r_j Q_j^T> - lambda P``, i.e. ``-local_p_gradient``
+    (:func:`bioplastic.rules.low_rank.local_p_gradient`, ``grad_P = delta^T (h Q^T)`` with ``delta = -t``) summed
+    over the hidden populations ``j`` the feedback population serves (``pairs``: ``(r_j, Q_j)``; the drive
+    ``r_j Q_j^T`` reaches the feedback units through ``Q_j``'s synapses), trial mean, minus the decay.
 
-    ``teach`` (B, n_src), ``drive`` (B, r), ``p`` (n_src, r) -> (n_src, r). Hanut & Kadmon (2025), v4.
+    ``teach`` (B, n_src), ``p`` (n_src, r) -> (n_src, r). Hanut & Kadmon (2025), v4.
     """
-    return (teach.T @ drive) / teach.shape[0] - decay * p
+    grad = sum(local_p_gradient(DenseOps(-teach, rate), p, q) for rate, q in pairs)
+    return -grad / teach.shape[0] - decay * p
 
 
-def oja_increment(teach: torch.Tensor, z: torch.Tensor, p: torch.Tensor, decay: float = 0.0) -> torch.Tensor:
+def oja_increment(teach: torch.Tensor, z: torch.Tensor, p: torch.Tensor, decay: float = 0.0, pairs=()) -> torch.Tensor:
     """Oja's subspace rule on the teaching signal, unnormalised: ``C P - P (P^T C P)`` with ``C P = <t^T z>`` and
     ``P^T C P = <z^T z>`` read from the feedback units (``z = t P`` once they have settled), i.e.
     ``-oja_subspace_gradient(<t^T z>, <z^T z>, P, 1)`` (:func:`bioplastic.rules.low_rank.oja_subspace_gradient`).
-    Not trace-normalised: see the module docstring. ``decay`` is not used (Oja's rule keeps ``P`` bounded).
+    Not trace-normalised: see the module docstring. ``decay`` and ``pairs`` are not used (Oja's rule keeps ``P``
+    bounded; it reads the feedback units, not the drive through ``Q``).
 
     ``teach`` (B, n_src), ``z`` (B, r), ``p`` (n_src, r) -> (n_src, r). Oja (1982, 1989).
     """
@@ -79,11 +84,12 @@ class RateForm:
     mode : str
         The rules' name (``fixed``, ``q_only``, ``local``, ``oja``).
     p_increment, q_increment : callable or None
-        Torch increments per unit rate and time: ``p_increment(teach, z_or_drive, P, lambda)`` (``z`` for Oja,
-        the Q-pathway drive ``sum_j r_j Q_j^T`` for the local rule) and ``q_increment(z, r, Q, lambda)``; None
-        where the factor is frozen.
+        Torch increments per unit rate and time: ``p_increment(teach, second, P, lambda)`` with ``second`` the
+        feedback units' ``z`` (Oja) or the pairs ``(r_j, Q_j)`` of the hidden populations served (the local rule,
+        whose drive ``sum_j r_j Q_j^T`` travels back through ``Q``'s synapses), and ``q_increment(z, r, Q,
+        lambda)``; None where the factor is frozen.
     p_reads_drive : bool
-        ``p_increment`` needs the drive that travels back through ``Q``'s synapses (local rule).
+        ``p_increment`` takes the pairs ``(r_j, Q_j)`` (the local rule) rather than ``z``.
     p_fan_in : {"targets", "source"} or None
         What divides ``eta_fb`` for ``P`` under ``learning_rate_scaling="fan_in"``: the width of the hidden
         population(s) served (local rule, the fan-in of the forward matrix it mirrors) or the size of the source

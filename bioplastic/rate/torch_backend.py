@@ -133,7 +133,7 @@ def run_torch(net, proto: Protocol) -> dict[str, Any]:
                                 dQ[qn] = form.q_increment(zg, r[layer_index[tgt]], w[qn], lam)
                         if learn_p:
                             # the local rule reads the drive back through Q's synapses, Oja the feedback units
-                            second = (sum(r[layer_index[tgt]] @ w[qn].T for qn, tgt in zip(g.q_names, g.targets))
+                            second = ([(r[layer_index[tgt]], w[qn]) for qn, tgt in zip(g.q_names, g.targets)]
                                       if form.p_reads_drive else zg)
                             dP[g.p_name] = form.p_increment(t_src, second, w[g.p_name], lam)
                     for k, v in {**dP, **dQ}.items():

@@ -128,7 +128,7 @@ def _measured_to_array(values: Any, settings: dict) -> tuple[np.ndarray, np.ndar
 def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", claims: Sequence[str] | str | None = None,
               *, seeds: Sequence[int] | str | None = None, device: str = "auto",
               data_path: str | os.PathLike | None = None, progress: bool = False,
-              report: bool = True) -> xr.Dataset:
+              report: bool = True, run: bool = True, not_run_reason: str | None = None) -> xr.Dataset:
     """Check the claims of Hanut & Kadmon (2025, arXiv:2502.20580) at a compute budget; return the verdicts.
 
     Each claim (:data:`bioplastic.reproduction.claims.CLAIMS`) runs its experiment through the package's own
@@ -161,6 +161,11 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
         Progress bars of the training runs.
     report : bool
         Write ``out/report.html`` (and the figures it embeds).
+    run : bool
+        False: run nothing; report the claims measured in ``out`` so far and every other selected claim as
+        ``not run at this budget`` with ``not_run_reason`` (e.g. a report written while a long run goes on).
+    not_run_reason : str, optional
+        Why the claims not measured yet are not (with ``run=False``); default "not measured in this folder yet".
 
     Returns
     -------
@@ -227,6 +232,9 @@ def reproduce(budget: str = "smoke", out: str | os.PathLike = "reproduction", cl
         missing = exp.missing(ctx)
         if missing:
             row["reason"] = f"not run: {missing}"
+            continue
+        if not run:
+            row["reason"] = f"not run: {not_run_reason or 'not measured in this folder yet'}"
             continue
         if exp.name not in results and exp.name not in failures:
             try:

@@ -60,10 +60,6 @@ class FeedbackAlignment(Rule):
         """``B`` uniform in ``[-sqrt(3) s, sqrt(3) s]``, ``s`` = :func:`weight_std` (the variance of ``W``)."""
         return {"B": uniform(tuple(weight.shape), math.sqrt(3.0) * weight_std(weight), generator)}
 
-    def learns(self, name):
-        self._check_feedback_name(name)
-        return False
-
     def feedback_kernel(self, weight, feedback):
         """``(B, None)``: the error sent below is ``delta B``."""
         return feedback[0], None
@@ -120,10 +116,6 @@ class DirectFeedbackAlignment(Rule):
     def init_feedback(self, weight, *, rank=None, groups=1, d=None, input_shape=None, generator=None):
         """``D`` uniform in ``[-1/sqrt(d), 1/sqrt(d)]``."""
         return {"D": uniform((d, *input_shape), 1.0 / math.sqrt(d), generator)}
-
-    def learns(self, name):
-        self._check_feedback_name(name)
-        return False
 
     def feedback_matrix(self, weight, feedback, *, groups=1):
         """``D`` (d, in): the map of ``e``; it maps ``delta`` only at the output layer (where ``delta = e``)."""

@@ -343,20 +343,10 @@ class LDFA(Rule):
         ``r = max(1, ceil(rank_fraction * out))`` for each layer of output width ``out`` (``C_out`` for a
         convolution); the paper's "width/4" is ``rank_fraction=0.25``. In ``(0, 1]``.
     feedback_learning : {"fixed", "q_only", "normative", "local", "oja"}
-        How ``P`` and ``Q`` learn (each is given as ``.grad`` during ``loss.backward()``, plus the optimiser's
-        weight decay; ``N`` = rows of the flattened batch):
-
-        - ``"fixed"``: ``P`` and ``Q`` random and frozen; fails for ``r < d`` (spurious solutions).
-        - ``"q_only"``: ``P`` frozen; ``grad_Q = (delta P)^T h``. Also fails for ``r < d``.
-        - ``"normative"`` (default): ``grad_P = (P Q - W) Q^T``, ``grad_Q = P^T (P Q - W)``, descent on
-          ``0.5 ||P Q - W||_F^2`` with ``W`` detached; ``P, Q`` start (and with ``reinit_every`` restart) at
-          the rank-r truncated SVD of ``W`` (``P = U sqrt(S)``, ``Q = sqrt(S) V^T``), so ``P Q`` tracks the best
-          rank-r approximation of ``W`` (Eckart-Young). Not weight-transport free: the normative reference.
-        - ``"local"``: ``grad_P = delta^T (h Q^T)``, ``grad_Q = (delta P)^T h``; synapse-local (v4).
-        - ``"oja"``: ``grad_P = -(C P - P (P^T C P))`` with ``C = S^T S / tr(S^T S)`` the trace-normalised
-          covariance of the batch rows ``S`` named by ``oja_covariance`` (Oja's subspace rule, Oja 1982, 1989;
-          the columns of ``P`` converge to an orthonormal basis of the top-r principal subspace of ``S``), and
-          ``grad_Q = (delta P)^T h`` (v1 rule, Kolen-Pollack-like).
+        How ``P`` and ``Q`` learn; each mode's ``grad_P`` and ``grad_Q`` are in the one table of the modes,
+        ``docs/rules.md`` ("LDFA feedback learning"), and in :meth:`feedback_gradients`. The updates arrive as
+        ``.grad`` during ``loss.backward()`` (plus the optimiser's weight decay). ``"normative"`` (the default)
+        fits ``P Q`` to ``W`` (weight transport: the normative reference); the others do not read ``W``.
     feedback_lr : float, optional
         Learning rate of the feedback optimiser, used by :func:`bioplastic.nn.param_groups`; ``None`` means the
         forward learning rate. Default per mode: 0.01 for ``"normative"`` (authors: AdamW, 0.01-0.015),

@@ -7,7 +7,8 @@ alignment or LDFA (Hanut & Kadmon 2025, arXiv:2502.20580). Two executors share o
 - :func:`simulate`: gradient descent on sampled data (population, full batch, minibatch or online);
 - :func:`gradient_flow`: the gradient-flow ODE in the teacher's singular basis (exact for white inputs), and for
   BP from a decoupled start the closed-form sigmoids of Saxe, McClelland & Ganguli (2014)
-  (:func:`saxe_mode_strength`).
+  (:func:`saxe_mode_strength`); Oja's feedback subspace on ``Syy`` in closed form
+  (:func:`oja_subspace_closed_form`).
 
 Both return an ``xarray.Dataset`` with dims ``rule``, ``step``, ``mode``, ``direction``: loss, normalised mode
 strengths ``[U^T W2 W1 V]_jj / s_j``, cross-talk, principal angles of the feedback subspace, and the loss of the
@@ -24,7 +25,7 @@ from bioplastic.theory.dynamics import (
     make_rule_spec, rule_label,
 )
 from bioplastic.theory.experiment import compare_rules, parse_rule_label, rule_labels, teacher_from_spec
-from bioplastic.theory.ode import METHODS, gradient_flow, saxe_mode_strength
+from bioplastic.theory.ode import FEEDBACK_METHODS, METHODS, gradient_flow, oja_subspace_closed_form, saxe_mode_strength
 from bioplastic.theory.simulation import record_steps, simulate
 from bioplastic.theory.teachers import Teacher, as_teacher, paper_teacher, random_teacher
 
@@ -32,5 +33,5 @@ __all__ = [
     "simulate", "gradient_flow", "saxe_mode_strength", "Teacher", "as_teacher", "random_teacher",
     "paper_teacher", "rule_label", "make_rule_spec", "RuleSpec", "increments", "initial_state", "record_steps",
     "compare_rules", "parse_rule_label", "rule_labels", "teacher_from_spec", "RULE_NAMES", "FEEDBACK_LEARNING",
-    "THEORY_RULES", "ERROR_NORMALIZATIONS", "INITS", "METHODS",
+    "THEORY_RULES", "ERROR_NORMALIZATIONS", "INITS", "METHODS", "FEEDBACK_METHODS", "oja_subspace_closed_form",
 ]

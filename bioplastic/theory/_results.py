@@ -36,7 +36,10 @@ def _top_left(a: torch.Tensor, r: int) -> torch.Tensor:
     finite = torch.isfinite(a)
     safe = torch.where(finite, a, torch.zeros_like(a))
     poison = torch.where(finite.all(), 0.0, float("nan"))
-    return torch.linalg.eigh(safe @ safe.T)[1][:, -r:] + poison
+    try:
+        return torch.linalg.eigh(safe @ safe.T)[1][:, -r:] + poison
+    except torch.linalg.LinAlgError:  # LAPACK's eigh can fail on a low-rank Gram matrix (many zero eigenvalues)
+        return torch.linalg.svd(safe, full_matrices=False)[0][:, :r] + poison
 
 
 def diagnostics(spec: RuleSpec, state: dict[str, torch.Tensor], target: torch.Tensor,

@@ -15,6 +15,8 @@ RunResult, train   the training loop (``bioplastic.training.trainer``)
 flops          FLOPs per training step and to a target accuracy (``bioplastic.training.flops``)
 run_task_dimensionality, minimal_sufficient_rank   the task-dimensionality experiment and its r* estimate
     (``bioplastic.training.task_dimensionality``, docs/task_dimensionality.md)
+kolen_pollack_gap, step_learning_rates   closed form of the Kolen-Pollack gap under SGD, per step, and the
+    per-step learning rates of a run (``bioplastic.training.kolen_pollack``, docs/rules.md)
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ _LAZY = {
     "train": "bioplastic.training.trainer",
     "run_task_dimensionality": "bioplastic.training.task_dimensionality",
     "minimal_sufficient_rank": "bioplastic.training.task_dimensionality",
+    "kolen_pollack_gap": "bioplastic.training.kolen_pollack",
+    "step_learning_rates": "bioplastic.training.kolen_pollack",
 }
 
 __all__ = sorted(_LAZY)

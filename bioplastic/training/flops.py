@@ -109,9 +109,11 @@ def count_step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict
     }
 
 
-def input_shape(spec: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(channels, height, width) of one input of an image model spec (``in_channels``, ``image_size``;
-    defaults 3 and 32)."""
+def input_shape(spec: Mapping[str, Any]) -> tuple[int, ...]:
+    """Shape of one input of a model spec: ``(in_features,)`` for an MLP spec (flat inputs), else
+    (channels, height, width) of an image model (``in_channels``, ``image_size``; defaults 3 and 32)."""
+    if "in_features" in spec:
+        return (int(spec["in_features"]),)
     c = int(spec.get("in_channels", 3))
     s = int(spec.get("image_size", 32))
     return (c, s, s)

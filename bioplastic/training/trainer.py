@@ -51,15 +51,8 @@ from bioplastic.training.amp import amp_dtype as _amp_dtype
 from bioplastic.training.amp import autocast as _autocast
 from bioplastic.training.amp import check_scaler_fits
 from bioplastic.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from bioplastic.training.config import (
-    OPTIMIZERS,
-    RECIPE_DEFAULTS,
-    RULE_TABLE_KEYS,
-    TrainConfig,
-    check_same_run,
-    conversion_options,
-    resolved_config,
-)
+from bioplastic.training.config import (OPTIMIZERS, RECIPE_DEFAULTS, RULE_TABLE_KEYS, TrainConfig, check_same_run,
+                                        conversion_options, resolved_config)
 from bioplastic.training.evaluation import check_model_fits, evaluate, record_alignment
 from bioplastic.training.schedule import make_scheduler
 

@@ -3,7 +3,7 @@ forward weights, over one presentation with a small learning rate, in the direct
 update for the same P, Q.
 
 Two oracles: an explicit autograd computation written here (a custom ``autograd.Function`` whose backward
-sends ``(g P) Q`` below, the definition in the science notes, section 2), and the rule core
+sends ``(g P) Q`` below, the definition in docs/rules.md), and the rule core
 (``bioplastic.convert`` with ``bioplastic.rules.make("ldfa" | "direct_ldfa", feedback_learning="fixed")``),
 whose feedback parameters are set to the rate network's P and Q.
 """

@@ -185,7 +185,11 @@ def test_bilinear_forms_are_the_negative_rule_gradients():
     q, p = torch.randn(2, 5, generator=g, dtype=torch.float64), torch.randn(3, 2, generator=g, dtype=torch.float64)
     delta, zd = -t, -z
     torch.testing.assert_close(kolen_pollack_increment(z, h, q, 0.3), -(zd.T @ h) / 4 - 0.3 * q)
-    torch.testing.assert_close(local_p_increment(t, h @ q.T, p, 0.2), -(delta.T @ (h @ q.T)) / 4 - 0.2 * p)
+    torch.testing.assert_close(local_p_increment(t, [(h, q)], p, 0.2), -(delta.T @ (h @ q.T)) / 4 - 0.2 * p)
+    # two hidden populations served by one direct feedback population: the drives add up
+    h2, q2 = torch.randn(4, 6, generator=g, dtype=torch.float64), torch.randn(2, 6, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(local_p_increment(t, [(h, q), (h2, q2)], p, 0.0),
+                               (t.T @ (h @ q.T + h2 @ q2.T)) / 4)
 
 
 def _rate_imports() -> dict[str, set[str]]:

@@ -111,6 +111,20 @@ def test_rerun_does_no_training_and_rewrites_no_claim_file(fake_registry, tmp_pa
     assert list(ds["verdict"].values) == ["reproduced", "not reproduced"]
 
 
+def test_report_only_runs_nothing_and_lists_the_rest_as_not_run(fake_registry, tmp_path, capsys):
+    bioplastic.reproduce(budget="smoke", out=tmp_path, claims="above")
+    CALLS.clear()
+    ds = bioplastic.reproduce(budget="smoke", out=tmp_path, claims="above,below,needs_cifar", run=False,
+                              not_run_reason="still running")
+    assert CALLS == []
+    assert list(ds["verdict"].values) == ["reproduced", "not run at this budget", "not run at this budget"]
+    assert "still running" in str(ds["reason"].sel(claim="below").values)
+    assert not (tmp_path / "claims" / "below.nc").exists()
+    assert main(["reproduce", "--budget", "smoke", "--out", str(tmp_path), "--claims", "above,below",
+                 "--report-only", "--reason", "later"]) == 0
+    assert CALLS == [] and "not run at this budget" in capsys.readouterr().out
+
+
 def test_a_stopped_reproduction_resumes_with_the_missing_claims_only(fake_registry, tmp_path):
     bioplastic.reproduce(budget="smoke", out=tmp_path, claims="above")
     ds = bioplastic.reproduce(budget="smoke", out=tmp_path)  # all: "above" is loaded, the experiment result reused
@@ -205,7 +219,8 @@ def test_registry_is_consistent():
     for needed in ("linear_fixed_stalls", "linear_q_only_stalls", "linear_adaptive_top_modes",
                    "linear_rank_d_matches_bp", "mnist_adaptive_rank_d_matches_bp", "mnist_fixed_low_rank_worse",
                    "cnn_ldfa_tracks_bp", "cnn_fa_dfa_behind", "vit_high_rank_near_bp", "compute_weight_flop_ratio",
-                   "compute_flops_to_90", "rf_low_rank_centre_surround", "rate_matches_autograd_twin",
+                   "compute_flops_to_90", "compute_flops_to_90_cnn", "compute_flops_to_90_mnist",
+                   "rf_low_rank_centre_surround", "rf_bottleneck_centre_surround", "rate_matches_autograd_twin",
                    "it_ldfa_like_bp"):
         assert needed in ids
     # the authors' ViT table is the published value of the ViT claims

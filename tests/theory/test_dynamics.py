@@ -70,7 +70,7 @@ def test_normative_is_gradient_of_factorisation_error_and_the_papers_column_equa
     inc = D.increments(spec, st, *moments)
     torch.testing.assert_close(inc["P"], -spec.feedback_lr * p.grad)
     torch.testing.assert_close(inc["Q"], -spec.feedback_lr * q.grad)
-    # science notes section 3, column convention: Q_c = Q^T (k, r), P_c = P^T (r, m), B = Q_c P_c
+    # docs/theory.md, the paper's column convention: Q_c = Q^T (k, r), P_c = P^T (r, m), B = Q_c P_c
     qc, pc, w2t = q.detach().T, p.detach().T, state["W2"].T
     dqc = spec.feedback_lr * (w2t - qc @ pc) @ pc.T
     dpc = spec.feedback_lr * qc.T @ (w2t - qc @ pc)

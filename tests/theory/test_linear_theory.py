@@ -1,4 +1,4 @@
-"""The predictions of the linear theory (science notes, section 3), on small sizes that keep their reasons.
+"""The predictions of the linear theory (docs/theory.md), on small sizes that keep their reasons.
 
 Setting S: n=32 inputs, k=16 hidden, m=16 outputs, a rank-4 teacher with the near-degenerate spectrum of the
 paper's teacher (5, 4.8, 4.5, 4.2; the paper's is 25.6, 24.6, 23.2, 22.5), r=2 feedback units, lr*s about 0.07

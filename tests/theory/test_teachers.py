@@ -31,7 +31,7 @@ def test_paper_teacher_matches_the_reference_construction():
     assert t4.rank == 4
     s = np.linalg.svd(w, compute_uv=False)
     np.testing.assert_allclose(t4.singular_values[:4].numpy(), s[:4])
-    # the initial loss 1154 of the reference simulation (science notes, section 3)
+    # the initial loss 1154 of the reference simulation (docs/theory.md, the paper's teacher)
     assert t4.initial_loss() == pytest.approx(0.5 * (s[:4] ** 2).sum()) and round(t4.initial_loss()) == 1154
 
 

@@ -129,3 +129,25 @@ def test_flops_to_target_from_a_comparison_file():
     assert float(out["flops_to_target"].sel(**bp)) == pytest.approx(ep_bp * 10 * f_bp)
     assert float(out["flops_to_target"].sel(**ld)) == pytest.approx(ep_ld * 10 * f_ld)
     assert float(out["saving_vs_bp"].sel(rule="ldfa_fixed", rank=2)) == pytest.approx(1 - ep_ld * f_ld / (ep_bp * f_bp))
+
+
+def test_random_batch_of_an_mlp_spec_is_flat_and_fits_the_model():
+    """An MLP spec's inputs are flat (in_features,), so its step FLOPs can be counted (the MNIST MLP's
+    FLOPs to a target accuracy, ``bioplastic reproduce``'s compute_to_target)."""
+    import torch
+
+    from bioplastic.architectures import build_model, load_spec
+    from bioplastic.training.flops import count_step_flops, input_shape, random_batch
+
+    spec = load_spec("mlp_mnist")
+    assert input_shape(spec) == (784,)
+    x, y = random_batch(spec, 4)
+    assert x.shape == (4, 784) and y.shape == (4,)
+    model = build_model(spec)
+    flops = count_step_flops(model, x, y)
+    # forward, input-gradient and weight-gradient matmuls of 784-256-256-10 at batch 4: 3 x 2 x 4 x sum(n m),
+    # less the first layer's input gradient (not needed), plus the norm / activation ops
+    weights = 784 * 256 + 256 * 256 + 256 * 10
+    assert flops["weight_layers"] >= 2 * 2 * 4 * weights
+    with torch.no_grad():
+        assert model(x).shape == (4, 10)
