@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> xr.Dataset:
         del nets, opts
     ds = xr.Dataset(
         {
-            "wall_time": (("model", "variant", "repeat"), wall, {"units": "s", "long_name": "wall-clock time per step"}),
+            "wall_time": (("model", "variant", "repeat"), wall,
+                          {"units": "s", "long_name": "wall-clock time per step"}),
             "cpu_time": (("model", "variant", "repeat"), cpu, {"units": "s", "long_name": "process CPU time per step"}),
             "flops": (("model", "variant"), flops,
                       {"units": "FLOP", "long_name": "FLOPs of forward + backward (count_step_flops total)"}),
