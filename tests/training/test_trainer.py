@@ -18,15 +18,6 @@ from bioplastic.training.config import RECIPE_DEFAULTS, TrainConfig, conversion_
 from bioplastic.training.trainer import _feedback_hyper, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: one intra-op thread is faster than two, and far faster on a loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
