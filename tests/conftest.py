@@ -26,11 +26,3 @@ def shared_data() -> Path:
         pytest.skip(f"real data folder {SHARED_DATA} is absent (set BIOPLASTIC_SHARED_DATA to point at it)")
     return SHARED_DATA
 
-
-@pytest.fixture
-def one_thread():
-    """Run a test with one intra-op torch thread (tiny models: faster than two, far faster on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

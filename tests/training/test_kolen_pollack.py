@@ -16,9 +16,6 @@ from bioplastic.nn.diagnostics import matrix_angle
 from bioplastic.training import TrainConfig, kolen_pollack_gap, step_learning_rates, train
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def _gaps(model) -> dict[str, torch.Tensor]:
     out = {}
     for name, layer in feedback_layers(model):

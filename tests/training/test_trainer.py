@@ -18,9 +18,6 @@ from bioplastic.training.config import RECIPE_DEFAULTS, TrainConfig, conversion_
 from bioplastic.training.trainer import _feedback_hyper, train
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
