@@ -217,8 +217,8 @@ CLAIMS: tuple[Claim, ...] = (
           "loss.",
           "final loss / initial loss of LDFA with fixed feedback at r = 2 < d = 4",
           Criterion("at_least", 0.1), "linear_theory", _loss_fraction("ldfa_fixed", "low"),
-          published_source="the paper shows the plateau in a figure (no number); the science notes' reference "
-                           "simulation: 464 / 1154 = 0.40"),
+          published_source="the paper shows the plateau in a figure (no number); the reference simulation at the "
+                           "paper's sizes (bioplastic.theory.paper_teacher, docs/theory.md): 464 / 1154 = 0.40"),
     Claim("linear_q_only_stalls",
           "Linear theory: feedback whose column space Q learns but whose P stays fixed (q_only) also stalls for "
           "r < d: learning the column space is not enough.",
