@@ -49,6 +49,7 @@ class FeedbackAlignment(Rule):
     """
 
     name = "fa"
+    display_name = "FA"
     feedback = "matrix"
     feedback_names = ("B",)
 
@@ -78,6 +79,7 @@ class KolenPollack(FeedbackAlignment):
     """
 
     name = "kolen_pollack"
+    display_name = "Kolen-Pollack"
     mirrors_weight_gradient = True
 
     def learns(self, name):
@@ -105,6 +107,7 @@ class DirectFeedbackAlignment(Rule):
     """
 
     name = "dfa"
+    display_name = "DFA"
     feedback = "direct"
     feedback_names = ("D",)
     direct = True
@@ -153,6 +156,7 @@ class DirectRandomTargetProjection(DirectFeedbackAlignment):
     """
 
     name = "drtp"
+    display_name = "DRTP"
     feedback = "target"
     needs_targets = True
 
@@ -195,6 +199,8 @@ class SignSymmetry(Rule):
     """
 
     name = "sign_symmetry"
+    display_name = "sign symmetry"
+    weight_transport = "sign"
     feedback = "sign"
     rotation_covariant = False
     scale: Literal["mean_abs", "unit"] = "mean_abs"

@@ -16,6 +16,8 @@ class Backprop(Rule):
     """
 
     name = "bp"
+    display_name = "backprop"
+    weight_transport = "yes"
     feedback = "transport"
 
     def feedback_kernel(self, weight, feedback):

@@ -67,6 +67,17 @@ class Rule:
     needs_targets: ClassVar[bool] = False
     mirrors_weight_gradient: ClassVar[bool] = False
     rotation_covariant: ClassVar[bool] = True
+    #: The rule's name in words, for tables and figure legends (``"backprop"``, ``"FA"``, ``"LDFA"`` ...).
+    display_name: ClassVar[str] = "rule"
+    #: Whether the feedback reads the forward weights ``W`` (weight transport): ``"yes"``, ``"sign"`` (only
+    #: ``sign(W)``) or ``"no"``; for rules with feedback-learning modes, see :meth:`transport_of`.
+    weight_transport: ClassVar[str] = "no"
+
+    @classmethod
+    def transport_of(cls, feedback_learning: str | None = None) -> str:
+        """:attr:`weight_transport` of this rule (with feedback-learning mode ``feedback_learning``, where the
+        rule has modes): ``"yes"``, ``"sign"`` or ``"no"``."""
+        return cls.weight_transport
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dictionary ``{"name": ..., **hyper_parameters}``; :func:`bioplastic.rules.make` inverts it."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -412,6 +412,9 @@ class LDFA(Rule):
     """
 
     name = "ldfa"
+    display_name = "LDFA"
+    #: The feedback-learning modes this rule accepts.
+    feedback_learning_modes: ClassVar[tuple[str, ...]] = FEEDBACK_LEARNING
     feedback = "low_rank"
     feedback_names = ("P", "Q")
     low_rank = True
@@ -425,6 +428,12 @@ class LDFA(Rule):
     oja_covariance: OjaCovariance = "auto"
     oja_centre: bool = False
     feedback_every: int = 1
+
+    @classmethod
+    def transport_of(cls, feedback_learning: str | None = None) -> str:
+        """``"yes"`` for ``normative`` (it fits ``P Q`` to ``W``, reading ``W``), ``"no"`` for the other modes (they
+        learn from signals at their own synapses; the table in docs/rules.md, "LDFA feedback learning")."""
+        return "yes" if feedback_learning == "normative" else "no"
 
     def __post_init__(self) -> None:
         rule = self.name
@@ -631,6 +640,8 @@ class DirectLDFA(LDFA):
     """
 
     name = "direct_ldfa"
+    display_name = "direct LDFA"
+    feedback_learning_modes = tuple(m for m in FEEDBACK_LEARNING if m != "normative")
     feedback = "direct_low_rank"
     direct = True
     feedback_learning: FeedbackLearning = "local"

@@ -9,7 +9,8 @@ import numpy as np
 import xarray as xr
 
 from bioplastic import io
-from bioplastic.training.results import NO_RANK, flagged_runs, upgrade_results, weight_transport
+from bioplastic.rules import RULE_NAMES, rule_class
+from bioplastic.training.results import NO_RANK, flagged_runs, split_label, upgrade_results, weight_transport
 
 
 ALIGNMENT_LABELS = {
@@ -21,10 +22,8 @@ ALIGNMENT_LABELS = {
 """Axis labels of panel (c) for the alignment variables (others: the name with spaces)."""
 
 
-RULE_DISPLAY_NAMES = {
-    "bp": "backprop", "fa": "FA", "dfa": "DFA", "sign_symmetry": "sign symmetry", "kolen_pollack": "Kolen-Pollack",
-}
-"""Legend names of the rules without a feedback-learning mode (others: the label)."""
+RULE_DISPLAY_NAMES = {name: rule_class(name).display_name for name in RULE_NAMES}
+"""Legend names of the rules (``Rule.display_name``); a label with a feedback-learning mode adds the mode's name."""
 
 FEEDBACK_LEARNING_DISPLAY_NAMES = {
     "normative": "adaptive (normative)", "local": "adaptive (local)", "oja": "adaptive (Oja)",
@@ -44,10 +43,9 @@ def display_name(label: str, rank: str | None = None) -> str:
     (:func:`~bioplastic.training.results.weight_transport`). Unknown labels are kept as they are."""
     label = str(label)
     name = RULE_DISPLAY_NAMES.get(label, label)
-    for prefix, rule in (("direct_ldfa_", "direct LDFA"), ("ldfa_", "LDFA")):
-        if label.startswith(prefix) and label[len(prefix):] in FEEDBACK_LEARNING_DISPLAY_NAMES:
-            name = f"{rule} {FEEDBACK_LEARNING_DISPLAY_NAMES[label[len(prefix):]]}"
-            break
+    rule, mode = split_label(label)
+    if mode in FEEDBACK_LEARNING_DISPLAY_NAMES:
+        name = f"{RULE_DISPLAY_NAMES[rule]} {FEEDBACK_LEARNING_DISPLAY_NAMES[mode]}"
     if rank is not None:
         name = f"{name} r={rank}"
     note = _TRANSPORT_NOTE.get(weight_transport(label))

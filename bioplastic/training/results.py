@@ -53,6 +53,7 @@ import numpy as np
 import xarray as xr
 
 from bioplastic import io
+from bioplastic.rules import FEEDBACK_LEARNING, LDFA, RULE_NAMES, rule_class
 
 log = logging.getLogger(__name__)
 
@@ -98,28 +99,59 @@ _ALIGNMENT_DOC = {
 }
 
 
-WEIGHT_TRANSPORT = {
-    "bp": "yes", "fa": "no", "dfa": "no", "drtp": "no", "sign_symmetry": "sign", "kolen_pollack": "no",
-    "normative": "yes", "fixed": "no", "q_only": "no", "local": "no", "oja": "no",
-}
+def _transport_table() -> dict[str, str]:
+    table = {name: cls.transport_of() for name, cls in _rules_by_name().items() if not cls.low_rank}
+    table.update({mode: LDFA.transport_of(mode) for mode in FEEDBACK_LEARNING})
+    return table
+
+
+def _rules_by_name() -> dict[str, type]:
+    return {name: rule_class(name) for name in RULE_NAMES}
+
+
+WEIGHT_TRANSPORT = _transport_table()
 """Whether a rule's feedback reads the forward weights ``W`` (weight transport), by rule name or LDFA
 feedback-learning mode: ``"yes"`` (backprop's ``delta W``; ``normative`` LDFA fits ``P Q`` to ``W``),
-``"sign"`` (sign symmetry reads ``sign(W)``) or ``"no"`` (FA, DFA: fixed random feedback; Kolen-Pollack: ``B``
-gets ``W``'s own local update; the other LDFA modes learn from signals at their own synapses). What each LDFA
-mode learns: the table in ``docs/rules.md`` ("LDFA feedback learning"). Hanut & Kadmon (2025,
-arXiv:2502.20580)."""
+``"sign"`` (sign symmetry reads ``sign(W)``) or ``"no"`` (FA, DFA, DRTP: fixed random feedback; Kolen-Pollack:
+``B`` gets ``W``'s own local update; the other LDFA modes learn from signals at their own synapses). Read from
+the rules themselves (``Rule.transport_of``), so a new rule needs no entry here. What each LDFA mode learns:
+the table in ``docs/rules.md`` ("LDFA feedback learning"). Hanut & Kadmon (2025, arXiv:2502.20580)."""
+
+
+def split_label(label: str) -> tuple[str | None, str | None]:
+    """``(rule name, feedback-learning mode or None)`` of a ``rule`` label such as ``"direct_ldfa_local"``;
+    ``(None, None)`` for a label that names no registered rule."""
+    label = str(label)
+    for name in sorted(RULE_NAMES, key=len, reverse=True):  # "direct_ldfa" before "ldfa" and "dfa"
+        if label == name:
+            return name, None
+        if label.startswith(name + "_") and rule_class(name).low_rank and label[len(name) + 1:] in FEEDBACK_LEARNING:
+            return name, label[len(name) + 1:]
+    return None, None
 
 
 def weight_transport(label: str) -> str:
     """``"yes"``, ``"sign"``, ``"no"`` or ``"?"`` (unknown) for a ``rule`` label such as ``"ldfa_local"``
-    (:data:`WEIGHT_TRANSPORT`)."""
+    (asks the rule: :meth:`bioplastic.rules.Rule.transport_of`; see :data:`WEIGHT_TRANSPORT`)."""
     label = str(label)
     if label in WEIGHT_TRANSPORT:
         return WEIGHT_TRANSPORT[label]
-    for prefix in ("direct_ldfa_", "ldfa_"):
-        if label.startswith(prefix):
-            return WEIGHT_TRANSPORT.get(label[len(prefix):], "?")
-    return "?"
+    name, mode = split_label(label)
+    return "?" if name is None else rule_class(name).transport_of(mode)
+
+
+def transport_footnote() -> str:
+    """The table's footnote on weight transport, listing every registered rule under its answer."""
+    groups: dict[str, list[str]] = {"yes": [], "sign": [], "no": []}
+    for name, cls in _rules_by_name().items():
+        if cls.low_rank:
+            for mode in cls.feedback_learning_modes:
+                groups.setdefault(cls.transport_of(mode), []).append(f"{name}_{mode}")
+        else:
+            groups.setdefault(cls.transport_of(), []).append(name)
+    what = {"yes": "yes", "sign": "sign (reads sign(W))", "no": "no"}
+    parts = [f"{what.get(k, k)}: {', '.join(v)}" for k, v in groups.items() if v]
+    return "reads W = weight transport: the feedback reads the forward weights W (" + "; ".join(parts) + ")"
 
 
 def run_label(rule: str, feedback_learning: str | None = None) -> str:
@@ -610,8 +642,7 @@ def format_table(ds: xr.Dataset, *, alignment: str = "update_cosine") -> str:
         what = _ALIGNMENT_DOC.get(alignment, (alignment, ""))[0]
         lines += ["", f"{alignment[:3]}:<layer> = {what} (final epoch, mean over seeds)"]
     lines += ["" if not has_align else None,
-              "reads W = weight transport: the feedback reads the forward weights W (yes: bp, ldfa_normative; "
-              "sign: sign_symmetry reads sign(W); no: fa, dfa, kolen_pollack, ldfa fixed / q_only / local / oja)"]
+              transport_footnote()]
     lines = [line for line in lines if line is not None]
     lines += flag_notes(ds)
     return "\n".join(lines)

@@ -82,3 +82,22 @@ def test_table_says_which_rules_read_w(engine, digits_spec):
         ("bp", "-"): "yes", ("fa", "-"): "no", **{(f"ldfa_{m}", r): ("yes" if m == "normative" else "no")
                                                  for m in ("normative", "local", "fixed") for r in ("1", "4")}}
     assert any(line.startswith("reads W = weight transport") for line in lines)
+
+
+def test_every_registered_rule_has_words_and_a_weight_transport_answer():
+    # The rules answer for themselves (Rule.display_name, Rule.transport_of): a new rule needs no table entry.
+    from bioplastic.rules import RULE_NAMES, rule_class
+
+    footnote = R.transport_footnote()
+    for name in RULE_NAMES:
+        cls = rule_class(name)
+        modes = cls.feedback_learning_modes if cls.low_rank else (None,)
+        for mode in modes:
+            label = R.run_label(name, mode)
+            assert R.split_label(label) == (name, mode)
+            assert R.weight_transport(label) in ("yes", "sign", "no")
+            assert label in footnote
+            assert display_name(label) != label  # in words, not the raw label
+    assert display_name("drtp") == "DRTP"
+    assert R.weight_transport("direct_ldfa_normative") == "yes"  # what normative would mean, though direct_ldfa refuses it
+    assert "direct_ldfa_normative" not in footnote  # the footnote lists only runs that can exist
