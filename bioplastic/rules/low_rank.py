@@ -432,7 +432,10 @@ class LDFA(Rule):
     @classmethod
     def transport_of(cls, feedback_learning: str | None = None) -> str:
         """``"yes"`` for ``normative`` (it fits ``P Q`` to ``W``, reading ``W``), ``"no"`` for the other modes (they
-        learn from signals at their own synapses; the table in docs/rules.md, "LDFA feedback learning")."""
+        learn from signals at their own synapses; the table in docs/rules.md, "LDFA feedback learning"). None:
+        the rule's default mode."""
+        if feedback_learning is None:
+            feedback_learning = cls.__dataclass_fields__["feedback_learning"].default
         return "yes" if feedback_learning == "normative" else "no"
 
     def __post_init__(self) -> None:

@@ -101,3 +101,11 @@ def test_every_registered_rule_has_words_and_a_weight_transport_answer():
     assert display_name("drtp") == "DRTP"
     assert R.weight_transport("direct_ldfa_normative") == "yes"  # what normative would mean, though direct_ldfa refuses it
     assert "direct_ldfa_normative" not in footnote  # the footnote lists only runs that can exist
+
+
+def test_a_label_without_mode_takes_the_rules_default_mode():
+    from bioplastic.rules import make
+
+    for name in ("ldfa", "direct_ldfa"):
+        default_mode = make(name, rank=2).feedback_learning
+        assert R.weight_transport(name) == R.weight_transport(R.run_label(name, default_mode))
