@@ -107,7 +107,12 @@ class DenseOps:
 
     @staticmethod
     def cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``a^T b`` summed over rows: (N, k1), (N, k2) -> (k1, k2)."""
+        """``a^T b`` summed over rows: (N, k1), (N, k2) -> (k1, k2).
+
+        With ``k1 > k2`` (e.g. ``grad_P = delta^T (h Q^T)``: k1 = out, k2 = r) computed as ``(b^T a)^T``, the
+        same sum in the orientation a CPU GEMM runs about twice as fast (a transposed view of the result)."""
+        if a.shape[1] > b.shape[1]:
+            return b.t().mm(a).t()
         return a.t().mm(b)
 
     @staticmethod
