@@ -21,7 +21,10 @@ interquartile range) in the netCDF file. Both wall-clock time and the process's 
 (``time.process_time``) are recorded: on a machine shared with other jobs the CPU time of a single-threaded
 run (``--threads 1``) is the robust measure of the work a step does, since waiting for a core does not count.
 FLOPs of one forward + backward per variant are counted with :func:`bioplastic.training.flops.count_step_flops`
-(the optimiser is not counted). Peak memory of one step above the memory held before it: on CUDA
+(its ``total``: the **all-layer** count over the whole model, every weight layer including those left on
+backprop (``cnn_small``'s head, ``vit_small``'s patch embedding) plus attention; ``FlopCounterMode`` counts
+matrix products, convolutions and attention only, so pooling, normalisation, activations, elementwise ops and
+the optimiser count 0 FLOPs although they take time). Peak memory of one step above the memory held before it: on CUDA
 ``torch.cuda.max_memory_allocated``; on CPU the profiler's allocation events (``torch.profiler`` with
 ``profile_memory=True``, the running sum of the bytes allocated and freed by torch's CPU allocator, which
 ``tracemalloc`` does not see).

@@ -109,6 +109,9 @@ class ConvOps:
     Rows are (batch x output positions); ``error`` is ``delta`` (B, C_out, H', W'); ``P`` is a 1x1 kernel
     (C_out, r/g, 1, 1) and ``Q`` a (r, C_in/g, k, k) kernel with the layer's stride, padding, dilation and
     groups. :meth:`rows` gives the grouped row layout ``(B, g, channels/g, positions)`` of :meth:`cross`.
+    ``weight_gradient`` is the layer's exact ``conv2d_weight(x, W.shape, delta)`` when the executor computed
+    it: sums over batch and positions are then taken from it where cheaper
+    (:func:`bioplastic.rules.low_rank.from_weight_gradient`; issue 14).
     """
 
     supports_targets = False  # per-position errors have no per-position targets
@@ -126,9 +129,12 @@ class ConvOps:
 
     def compress(self, a, p):
         if self.groups == 1:  # the 1x1 convolution as one matmul over channels (CPU conv_transpose2d with a
-            # 1x1 kernel runs 4-10x slower, issue 14): (r, C_out) @ (B, C_out, H'W') -> (B, r, H', W')
+            # 1x1 kernel runs 4-10x slower, issue 14): (r, C_out) @ (B, C_out, H'W') -> (B, r, H', W'), as a
+            # batched product on the error's own memory (torch.matmul of a matrix and a batch folds the batch
+            # through a transposed copy of the error)
             n, c = a.shape[:2]
-            return torch.matmul(p.reshape(c, -1).t(), a.reshape(n, c, -1)).reshape(n, -1, *a.shape[2:])
+            pt = p.reshape(c, -1).t().unsqueeze(0).expand(n, -1, -1)
+            return torch.bmm(pt, a.reshape(n, c, -1)).reshape(n, -1, *a.shape[2:])
         return F.conv_transpose2d(a, p, groups=self.groups)
 
     def send(self, a, m):

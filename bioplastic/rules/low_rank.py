@@ -483,7 +483,10 @@ class LDFA(Rule):
     :func:`oja_covariance_gradient` ``(c, p, *, normalise=True)``, :func:`local_p_gradient` ``(ops, p, q)``,
     :func:`kolen_pollack_q_gradient` ``(ops, z, q)``, :func:`normative_gradients` ``(p, q, w, groups=1)``,
     :func:`low_rank_feedback` ``(p, q, *, groups=1)`` (``P Q``) and :func:`svd_factors` ``(w, rank, *,
-    groups=1, generator=None)``.
+    groups=1, generator=None)``. Where the sums are taken is chosen by cost, never the result (issue 14):
+    :func:`from_weight_gradient` (``grad_W Q^T``, ``P^T grad_W`` when the executor's exact weight gradient is at
+    hand and the rows outnumber the weights: convolutions, token rows) and :func:`sends_folded` (``delta (P Q)``
+    near full rank).
     """
 
     name = "ldfa"
