@@ -22,7 +22,8 @@ from bioplastic.rules.ops import DenseOps, target_rows
 __all__ = [
     "LDFA", "DirectLDFA", "FEEDBACK_LEARNING", "LEARNS", "KOLEN_POLLACK_MODES", "OJA_COVARIANCE",
     "oja_subspace_gradient", "oja_covariance_gradient", "oja_rows_gradient", "oja_rows", "target_rows",
-    "local_p_gradient", "kolen_pollack_q_gradient", "from_weight_gradient", "sends_folded", "normative_gradients", "low_rank_feedback", "truncated_svd",
+    "local_p_gradient", "kolen_pollack_q_gradient", "from_weight_gradient", "sends_folded", "normative_gradients",
+    "low_rank_feedback", "truncated_svd",
     "svd_factors", "orthonormal_columns", "DenseOps",
 ]
 
