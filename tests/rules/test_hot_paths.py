@@ -250,3 +250,27 @@ def test_near_full_rank_sends_through_the_folded_kernel(kind):
     g_in, _ = rule.backward(ops, None, [p, q], True, (False, False))
     torch.testing.assert_close(g_in, want, rtol=1e-12, atol=1e-12)
     assert not low_rank.sends_folded(ops, p[:, :2], q[:2])  # rank 2: the thin products
+
+
+def test_token_rows_local_ldfa_backward_is_grad_w_plus_thin_products():
+    """A Linear layer on token rows (N = batch x tokens >> width): the backward is grad_W, z = delta P, z Q and
+    the two (out, in) x r products of from_weight_gradient, no product over the rows for P or Q (FLOP count)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch, tokens, n_in, n_out, r = 3, 40, 6, 5, 2
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(n_in, n_out), nn.Tanh(), nn.Linear(n_out, 4)).double()
+    net = bioplastic.convert(model, bioplastic.rules.make("ldfa", rank=r, feedback_learning="local"), seed=0)
+    x = torch.randn(batch, tokens, n_in, dtype=torch.float64, requires_grad=True)
+    out = net[0](x)
+    delta = torch.randn_like(out)
+    with FlopCounterMode(display=False) as counter:
+        out.backward(delta)
+    n = batch * tokens
+    assert counter.get_total_flops() == (2 * n * n_in * n_out + 2 * n * n_out * r + 2 * n * r * n_in
+                                         + 2 * (2 * n_out * n_in * r))
+    p, q = net[0].P.detach(), net[0].Q.detach()
+    d, h = delta.reshape(n, n_out), x.detach().reshape(n, n_in)
+    torch.testing.assert_close(net[0].P.grad, d.T @ (h @ q.T), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(net[0].Q.grad, (d @ p).T @ h, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.grad, ((d @ p) @ q).reshape(x.shape), rtol=1e-12, atol=1e-12)
