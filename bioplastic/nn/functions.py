@@ -135,7 +135,16 @@ class ConvOps:
             n, c = a.shape[:2]
             pt = p.reshape(c, -1).t().unsqueeze(0).expand(n, -1, -1)
             return torch.bmm(pt, a.reshape(n, c, -1)).reshape(n, -1, *a.shape[2:])
-        return F.conv_transpose2d(a, p, groups=self.groups)
+        n, c, g = a.shape[0], a.shape[1], self.groups
+        if c // g < 8:  # many tiny groups (depthwise): the grouped 1x1 convolution beats batch x groups tiny products
+            return F.conv_transpose2d(a, p, groups=g)
+        # grouped: per group (r/g, C_out/g) @ (C_out/g, H'W'), batched over batch x groups (3.4x / 1.8x faster
+        # than conv_transpose2d at 32 / 8 channels per group, batch 128, 16 x 16; 3.4x slower at 1)
+        pt = p.reshape(g, c // g, -1).transpose(1, 2)  # (g, r/g, C_out/g)
+        r_g = pt.shape[1]
+        a3 = a.reshape(n * g, c // g, -1)
+        return torch.bmm(pt.unsqueeze(0).expand(n, -1, -1, -1).reshape(n * g, r_g, c // g), a3).reshape(
+            n, g * r_g, *a.shape[2:])
 
     def send(self, a, m):
         # stride 1: the transposed convolution is the convolution with the flipped, per-group transposed kernel

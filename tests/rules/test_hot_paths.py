@@ -274,3 +274,18 @@ def test_token_rows_local_ldfa_backward_is_grad_w_plus_thin_products():
     torch.testing.assert_close(net[0].P.grad, d.T @ (h @ q.T), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(net[0].Q.grad, (d @ p).T @ h, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(x.grad, ((d @ p) @ q).reshape(x.shape), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("groups, c_out, rank", [(2, 32, 4), (4, 32, 8), (8, 16, 8), (16, 16, 16)])
+def test_conv_compress_grouped_is_the_1x1_transposed_convolution(groups, c_out, rank):
+    """Grouped 1x1 ``P``: batched per-group products (>= 8 channels per group) or the grouped transposed
+    convolution (fewer), both equal ``conv_transpose2d(delta, P, groups)``; also on channels-last memory."""
+    g = torch.Generator().manual_seed(9)
+    delta = torch.randn(3, c_out, 5, 6, generator=g, dtype=torch.float64)
+    p = torch.randn(c_out, rank // groups, 1, 1, generator=g, dtype=torch.float64)
+    ops = ConvOps(torch.zeros(3, 2, 5, 6, dtype=torch.float64), delta, ((1, 1), (0, 0), (1, 1), groups),
+                  is_output=False, layer_name="conv")
+    want = F.conv_transpose2d(delta, p, groups=groups)
+    torch.testing.assert_close(ops.compress(delta, p), want, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(ops.compress(delta.to(memory_format=torch.channels_last), p), want,
+                               rtol=1e-12, atol=1e-13)
