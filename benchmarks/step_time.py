@@ -35,7 +35,10 @@ Each step is also split into ``forward + backward`` (``zero_grad``, forward, los
 ``cpu_ratio_fwd_bwd`` is the time figure to hold against it, while the optimiser's passes over the parameters
 (memory-bound, the same for every rule) pull the whole-step ratio towards 1.
 FLOPs of one forward + backward per variant are counted with :func:`bioplastic.training.flops.count_step_flops`
-(the optimiser is not counted). Peak memory of one step above the memory held before it: on CUDA
+(its ``total``: the **all-layer** count over the whole model, every weight layer including those left on
+backprop (``cnn_small``'s head, ``vit_small``'s patch embedding) plus attention; ``FlopCounterMode`` counts
+matrix products, convolutions and attention only, so pooling, normalisation, activations, elementwise ops and
+the optimiser count 0 FLOPs although they take time). Peak memory of one step above the memory held before it: on CUDA
 ``torch.cuda.max_memory_allocated``; on CPU the profiler's allocation events (``torch.profiler`` with
 ``profile_memory=True``, the running sum of the bytes allocated and freed by torch's CPU allocator, which
 ``tracemalloc`` does not see).
