@@ -517,10 +517,13 @@ measurement: adaptive LDFA at r = d on the MNIST MLP, at every layer's width / 4
 
 
 def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
-    """FLOPs and wall time for BP and LDFA to reach ``fraction`` of BP's final test accuracy (seed mean), per
-    seed, from the accuracy curves of the MNIST-MLP and CNN comparisons (:func:`bioplastic.training.flops.flops_to_target`: FLOPs of one training step counted by ``torch.utils.flop_counter`` times the steps,
-    epochs interpolated linearly between epoch ends). Wall time to target = the run's wall time x epochs to
-    target / epochs run (every epoch costs the same; it includes the per-epoch evaluation)."""
+    """FLOPs, CPU time and wall time for BP and LDFA to reach ``fraction`` of BP's final test accuracy (seed
+    mean), per seed, from the accuracy curves of the MNIST-MLP and CNN comparisons
+    (:func:`bioplastic.training.flops.flops_to_target`: FLOPs of one training step counted by
+    ``torch.utils.flop_counter`` times the steps, epochs interpolated linearly between epoch ends). The times
+    are the runs' per-epoch ``train_cpu_time`` and ``train_wall_time`` (training steps only, evaluation
+    excluded) read at the same fractional epoch (:func:`bioplastic.training.flops.time_to_target`); NaN for
+    curves saved before bioplastic recorded per-epoch times."""
     from bioplastic.training.results import NO_RANK, rank_text
 
     from bioplastic.training.flops import flops_to_target
@@ -538,18 +541,17 @@ def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
         res = flops_to_target(curves, target="bp", fraction=fraction)
         cells = [("bp", NO_RANK), (label, rank)]
         epochs = curves.sizes["epoch"]
-        rows = {k: [] for k in ("flops_per_step", "epochs_to_target", "flops_to_target", "wall_to_target",
-                                "target_accuracy", "wall_time", "test_accuracy")}
+        rows = {k: [] for k in ("flops_per_step", "epochs_to_target", "flops_to_target", "cpu_time_to_target",
+                                "wall_time_to_target", "target_accuracy", "wall_time", "test_accuracy")}
         for lab, r in cells:
             rows["flops_per_step"].append(float(res["flops_per_step"].sel(rule=lab, rank=r)))
             ep = res["epochs_to_target"].sel(rule=lab, rank=r).values
             rows["epochs_to_target"].append(ep)
             rows["flops_to_target"].append(res["flops_to_target"].sel(rule=lab, rank=r).values)
             rows["target_accuracy"].append(res["target_accuracy"].sel(rule=lab, rank=r).values)
-            wall = curves["wall_time"].sel(rule=lab, rank=r).values.astype(float)
-            done = curves["epochs_completed"].sel(rule=lab, rank=r).values.astype(float)
-            rows["wall_time"].append(wall)
-            rows["wall_to_target"].append(wall * ep / np.where(done > 0, done, np.nan))
+            for name in ("cpu_time_to_target", "wall_time_to_target"):
+                rows[name].append(res[name].sel(rule=lab, rank=r).values)
+            rows["wall_time"].append(curves["wall_time"].sel(rule=lab, rank=r).values.astype(float))
             acc = np.full((curves.sizes["seed"], max_epochs), np.nan)
             acc[:, :epochs] = curves["test_accuracy"].sel(rule=lab, rank=r).values
             rows["test_accuracy"].append(acc)
@@ -560,8 +562,12 @@ def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
              "steps_per_epoch": ((), int(res.attrs["steps_per_epoch"])),
              "epochs_to_target": (("rule", "seed"), np.array(rows["epochs_to_target"])),
              "flops_to_target": (("rule", "seed"), np.array(rows["flops_to_target"]), {"units": "FLOP"}),
-             "wall_to_target": (("rule", "seed"), np.array(rows["wall_to_target"]), {"units": "s"}),
-             "wall_time": (("rule", "seed"), np.array(rows["wall_time"]), {"units": "s"}),
+             "cpu_time_to_target": (("rule", "seed"), np.array(rows["cpu_time_to_target"]), {
+                 "units": "s", "long_name": "CPU time (time.process_time) of the training steps to the target"}),
+             "wall_time_to_target": (("rule", "seed"), np.array(rows["wall_time_to_target"]), {
+                 "units": "s", "long_name": "wall-clock time of the training steps to the target"}),
+             "wall_time": (("rule", "seed"), np.array(rows["wall_time"]), {
+                 "units": "s", "long_name": "wall-clock time of the whole run (setup and evaluation included)"}),
              "target_accuracy": (("rule", "seed"), np.array(rows["target_accuracy"])),
              "test_accuracy": (("rule", "seed", "epoch"), np.array(rows["test_accuracy"]))},
             coords={"rule": ["bp", "ldfa"], "seed": seeds, "epoch": np.arange(1, max_epochs + 1)},
@@ -606,6 +612,11 @@ def _plot_compute(ds: xr.Dataset, path: Path) -> None:
     plt.close(fig)
 
 
+COMPUTE_COLUMNS = (("epochs_to_target", "epochs to 90 %"), ("flops_to_target", "FLOPs to 90 %"),
+                   ("cpu_time_to_target", "CPU s to 90 %"), ("wall_time_to_target", "wall s to 90 %"))
+"""(variable of the compute-to-target result, column of its table): mean and s.d. over seeds of each."""
+
+
 def _compute_table(ds: xr.Dataset) -> list[dict]:
     rows = []
     for m in ds["model"].values:
@@ -613,23 +624,26 @@ def _compute_table(ds: xr.Dataset) -> list[dict]:
         for rule in d["rule"].values:
             row = {"condition": f"{m} {rule}" + (f" r={d['ldfa_rank'].item()}" if rule == "ldfa" else ""),
                    "FLOPs / step": float(d["flops_per_step"].sel(rule=rule))}
-            for var, text, scale in (("epochs_to_target", "epochs to 90 %", 1.0),
-                                     ("flops_to_target", "FLOPs to 90 %", 1.0),
-                                     ("wall_to_target", "wall s to 90 %", 1.0)):
-                v = scale * d[var].sel(rule=rule).values
+            for var, text in COMPUTE_COLUMNS:
+                # a result saved before CPU time was recorded (or with wall_to_target, its old name): NaN
+                v = d[var].sel(rule=rule).values if var in d else np.full(d.sizes["seed"], np.nan)
                 row[text] = float(np.mean(v))
                 row[f"{text} s.d."] = float(np.std(v, ddof=1)) if v.size > 1 else float("nan")
             row["n"] = int(np.isfinite(d["flops_to_target"].sel(rule=rule).values).sum())
+            row["n (times)"] = int(np.isfinite(d["cpu_time_to_target"].sel(rule=rule).values).sum()
+                                   if "cpu_time_to_target" in d else 0)
             rows.append(row)
     return rows
 
 
 COMPUTE_TO_TARGET = Experiment(
     name="compute_to_target",
-    description="training FLOPs (torch.utils.flop_counter, bioplastic.training.flops) and wall time for BP "
-                "and adaptive LDFA to reach 90 % of BP's final test accuracy, from the accuracy curves of the "
-                "MNIST-MLP comparison (LDFA r = 10) and the CNN comparison (cnn_small, LDFA at width / 4), per "
-                "seed; wall time on the machine and threads of the run (one thread on a shared CPU for cpu)",
+    description="training FLOPs (torch.utils.flop_counter, bioplastic.training.flops), CPU time and wall time "
+                "for BP and adaptive LDFA to reach 90 % of BP's final test accuracy, from the accuracy curves of "
+                "the MNIST-MLP comparison (LDFA r = 10) and the CNN comparison (cnn_small, LDFA at width / 4), per "
+                "seed; times of the training steps only (evaluation excluded), read at the same fractional epoch "
+                "as the FLOPs, on the machine and threads of the run (one thread on a shared CPU for cpu: its CPU "
+                "time does not count waiting for a core, its wall time does)",
     settings={
         "smoke": {"seeds": [0, 1], "fraction": 0.9},
         "cpu": {"seeds": [0, 1, 2], "fraction": 0.9},
