@@ -574,6 +574,8 @@ def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
             attrs={}).assign(ldfa_rank=((), rank_text(int(rank)))))
     out = xr.concat(parts, dim="model", coords="minimal", compat="override", combine_attrs="drop")
     out = out.assign_coords(model=[m for _, m, _ in COMPUTE_MODELS])
+    for name, var in parts[0].data_vars.items():  # concat's combine_attrs="drop" dropped the units
+        out[name].attrs.update({k: v for k, v in var.attrs.items() if k in ("units", "long_name")})
     out.attrs.update({"fraction": fraction, "target": "fraction of BP's final test accuracy (seed mean)",
                       "source": "FLOPs: torch.utils.flop_counter via bioplastic.training.flops"})
     return out
