@@ -41,8 +41,7 @@ import xarray as xr
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 __all__ = ["count_step_flops", "convert_like_training", "step_flops", "epochs_to_target", "time_to_target",
-           "flops_to_target",
-           "input_shape"]
+           "flops_to_target", "input_shape"]
 
 _aten = torch.ops.aten
 _ATTENTION_OPS: dict[Any, Any] = {}
