@@ -542,7 +542,8 @@ def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
         cells = [("bp", NO_RANK), (label, rank)]
         epochs = curves.sizes["epoch"]
         rows = {k: [] for k in ("flops_per_step", "epochs_to_target", "flops_to_target", "cpu_time_to_target",
-                                "wall_time_to_target", "target_accuracy", "wall_time", "test_accuracy")}
+                                "wall_time_to_target", "target_accuracy", "wall_time", "test_accuracy",
+                                "train_cpu_time")}
         for lab, r in cells:
             rows["flops_per_step"].append(float(res["flops_per_step"].sel(rule=lab, rank=r)))
             ep = res["epochs_to_target"].sel(rule=lab, rank=r).values
@@ -555,6 +556,9 @@ def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
             acc = np.full((curves.sizes["seed"], max_epochs), np.nan)
             acc[:, :epochs] = curves["test_accuracy"].sel(rule=lab, rank=r).values
             rows["test_accuracy"].append(acc)
+            cpu = np.full((curves.sizes["seed"], max_epochs), np.nan)
+            cpu[:, :epochs] = curves["train_cpu_time"].sel(rule=lab, rank=r).values
+            rows["train_cpu_time"].append(cpu)
         seeds = curves["seed"].values
         parts.append(xr.Dataset(
             {"flops_per_step": (("rule",), np.array(rows["flops_per_step"]),
@@ -569,7 +573,9 @@ def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
              "wall_time": (("rule", "seed"), np.array(rows["wall_time"]), {
                  "units": "s", "long_name": "wall-clock time of the whole run (setup and evaluation included)"}),
              "target_accuracy": (("rule", "seed"), np.array(rows["target_accuracy"])),
-             "test_accuracy": (("rule", "seed", "epoch"), np.array(rows["test_accuracy"]))},
+             "test_accuracy": (("rule", "seed", "epoch"), np.array(rows["test_accuracy"])),
+             "train_cpu_time": (("rule", "seed", "epoch"), np.array(rows["train_cpu_time"]), {
+                 "units": "s", "long_name": "CPU time of each epoch's training steps"})},
             coords={"rule": ["bp", "ldfa"], "seed": seeds, "epoch": np.arange(1, max_epochs + 1)},
             attrs={}).assign(ldfa_rank=((), rank_text(int(rank)))))
     out = xr.concat(parts, dim="model", coords="minimal", compat="override", combine_attrs="drop")
@@ -582,33 +588,43 @@ def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
 
 
 def _plot_compute(ds: xr.Dataset, path: Path) -> None:
+    """Test accuracy of every seed against the cumulative training FLOPs (top) and, where the curves recorded
+    it, the cumulative training CPU time (bottom), per model; the target line at ``fraction`` of BP's final."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = [str(m) for m in ds["model"].values]
-    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.4), squeeze=False)
+    has_cpu = "train_cpu_time" in ds and bool(np.isfinite(ds["train_cpu_time"].values).any())
+    n_rows = 2 if has_cpu else 1
+    fig, axes = plt.subplots(n_rows, len(models), figsize=(4.6 * len(models), 3.4 * n_rows), squeeze=False)
     colors = {"bp": "k", "ldfa": "tab:red"}
-    for ax, m in zip(axes[0], models):
+    for col, m in enumerate(models):
         d = ds.sel(model=m)
         steps = int(d["steps_per_epoch"])
-        for rule in d["rule"].values:
-            per_epoch = float(d["flops_per_step"].sel(rule=rule)) * steps
-            for k, seed in enumerate(d["seed"].values):
-                acc = 100 * d["test_accuracy"].sel(rule=rule, seed=seed).values
-                ok = np.isfinite(acc)
-                x = per_epoch * np.arange(1, len(acc) + 1)[ok]
-                ax.plot(x, acc[ok], "o-", ms=2.5, lw=1, color=colors.get(str(rule), None), alpha=0.8,
-                        label=(f"{rule}" + (f" r={d['ldfa_rank'].item()}" if rule == "ldfa" else "")) if k == 0
-                        else None)
-        ax.axhline(100 * float(np.nanmean(d["target_accuracy"].sel(rule="bp"))), color="0.5", ls=":",
-                   label=f"{100 * float(ds.attrs.get('fraction', 0.9)):.0f} % of BP's final")
-        ax.set_xscale("log")
-        ax.set_xlabel("training FLOPs (cumulative, per epoch end)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(m, fontsize=9)
-        ax.legend(fontsize=7)
+        for row in range(n_rows):
+            ax = axes[row, col]
+            for rule in d["rule"].values:
+                per_epoch = float(d["flops_per_step"].sel(rule=rule)) * steps
+                for k, seed in enumerate(d["seed"].values):
+                    acc = 100 * d["test_accuracy"].sel(rule=rule, seed=seed).values
+                    if row == 0:
+                        x = per_epoch * np.arange(1, len(acc) + 1)
+                    else:
+                        x = np.cumsum(d["train_cpu_time"].sel(rule=rule, seed=seed).values)
+                    ok = np.isfinite(acc) & np.isfinite(x)
+                    ax.plot(x[ok], acc[ok], "o-", ms=2.5, lw=1, color=colors.get(str(rule), None), alpha=0.8,
+                            label=(f"{rule}" + (f" r={d['ldfa_rank'].item()}" if rule == "ldfa" else ""))
+                            if k == 0 else None)
+            ax.axhline(100 * float(np.nanmean(d["target_accuracy"].sel(rule="bp"))), color="0.5", ls=":",
+                       label=f"{100 * float(ds.attrs.get('fraction', 0.9)):.0f} % of BP's final")
+            ax.set_xscale("log")
+            ax.set_xlabel("training FLOPs (cumulative, per epoch end)" if row == 0 else
+                          "training CPU time, s (cumulative, per epoch end)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(m, fontsize=9)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)

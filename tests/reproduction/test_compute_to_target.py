@@ -92,3 +92,12 @@ def test_a_result_saved_before_cpu_time_still_tables(planted):
     assert all(np.isnan(r["CPU s to 90 %"]) and np.isnan(r["wall s to 90 %"]) for r in rows)
     assert all(r["n (times)"] == 0 and r["n"] == 3 for r in rows)
     assert rows[0]["FLOPs to 90 %"] == pytest.approx(float(planted["flops_to_target"].isel(model=0, rule=0).mean()))
+
+
+def test_figure_against_flops_and_cpu_time(planted, tmp_path):
+    np.testing.assert_allclose(planted["train_cpu_time"].sel(model="mlp_mnist", rule="ldfa", seed=0), [3.0, 2.0, 4.0])
+    E._plot_compute(planted, tmp_path / "compute.png")
+    assert (tmp_path / "compute.png").stat().st_size > 0
+    # curves saved before CPU time was recorded: the FLOP panels alone
+    E._plot_compute(planted.drop_vars("train_cpu_time"), tmp_path / "old.png")
+    assert (tmp_path / "old.png").stat().st_size > 0
