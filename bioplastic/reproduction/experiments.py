@@ -594,6 +594,7 @@ def _plot_compute(ds: xr.Dataset, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     models = [str(m) for m in ds["model"].values]
     has_cpu = "train_cpu_time" in ds and bool(np.isfinite(ds["train_cpu_time"].values).any())
@@ -620,6 +621,7 @@ def _plot_compute(ds: xr.Dataset, path: Path) -> None:
             ax.axhline(100 * float(np.nanmean(d["target_accuracy"].sel(rule="bp"))), color="0.5", ls=":",
                        label=f"{100 * float(ds.attrs.get('fraction', 0.9)):.0f} % of BP's final")
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on short ranges
             ax.set_xlabel("training FLOPs (cumulative, per epoch end)" if row == 0 else
                           "training CPU time, s (cumulative, per epoch end)")
             ax.set_ylabel("test accuracy (%)")
