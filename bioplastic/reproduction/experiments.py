@@ -13,6 +13,7 @@ recipes where the package has them).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import logging
@@ -93,6 +94,12 @@ class Experiment:
         ``table(ds) -> list of dict`` rows for the report (our numbers per condition, published ones beside).
     seeded : bool
         Whether ``--seeds`` applies.
+    setup : callable, optional
+        ``setup(settings) -> dict``: the set-up that the settings name only indirectly (e.g. an analysis
+        script's budget, whose model, epochs and data sizes live in that script), resolved to plain values.
+        :meth:`settings_for` adds it to the settings as ``"setup"``, and the settings decide whether a stored
+        result is reused (``bioplastic reproduce``), so a result measured with another set-up is never taken
+        for this one. Raising :class:`NotAvailable` (e.g. the analysis script absent) leaves it out.
     """
 
     name: str
@@ -103,6 +110,7 @@ class Experiment:
     plot: Callable[[xr.Dataset, Path], Any] | None = None
     table: Callable[[xr.Dataset], list[dict[str, Any]]] | None = None
     seeded: bool = True
+    setup: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
     def settings_for(self, budget: str, seeds: list[int] | None = None) -> dict[str, Any] | str:
         """Settings at ``budget`` (``seeds`` overriding the budget's, for seeded experiments), or the reason
@@ -113,6 +121,11 @@ class Experiment:
         s = json.loads(json.dumps(dict(s)))  # a deep, JSON-clean copy
         if self.seeded and seeds is not None:
             s["seeds"] = [int(x) for x in seeds]
+        if self.setup is not None:
+            try:
+                s["setup"] = json.loads(json.dumps(dict(self.setup(s)), sort_keys=True))
+            except NotAvailable:  # the experiment cannot run here; missing() says why
+                pass
         return s
 
     def missing(self, ctx: Context) -> str | None:
@@ -644,18 +657,30 @@ RF_LAYER = "retina.relu2"
 """The retina's output layer, whose units' receptive fields the receptive-field claims compare."""
 
 
+def _rf_setup(s: Mapping[str, Any]) -> dict[str, Any]:
+    """The analysis budget's resolved set-up (model spec, epochs, data sizes; ``analyses/receptive_fields.py``
+    ``setup``): part of the settings, so that changing the budget there is never answered by a stored result."""
+    return analysis_module("receptive_fields.py").setup(s["analysis_budget"])
+
+
 def _run_receptive_fields(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
     """``analyses/receptive_fields.py``'s ``run`` once per seed (each seed saved as soon as it is done, so a
     stopped run resumes with the next seed), concatenated over ``seed``; the V1 data of Ringach et al. (2002)
     beside them where ``ringach2002/`` is in the shared data folder."""
     mod = analysis_module("receptive_fields.py")
+    # the training checkpoints of one set-up live in their own folder, so that a changed set-up starts afresh
+    # (the trainer refuses a checkpoint of another configuration) and nothing of the old one is overwritten
+    identity = {"setup": s.get("setup") or mod.setup(s["analysis_budget"]),
+                "feedback_learning": s.get("feedback_learning", "normative")}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     parts = []
     for seed in s["seeds"]:
-        path = ctx.out / f"seed{seed}" / "receptive_fields.nc"
+        folder = ctx.out / f"setup-{digest}" / f"seed{seed}"
+        path = folder / "receptive_fields.nc"
         key = json.dumps({**s, "seed": int(seed)}, sort_keys=True)
         ds = io.load(path) if path.exists() else None
         if ds is None or ds.attrs.get("reproduce_settings") != key:
-            ds = mod.run(out=ctx.out / f"seed{seed}", data=ctx.cifar10, ranks=s["ranks"],
+            ds = mod.run(out=folder, data=ctx.cifar10, ranks=s["ranks"],
                          bottlenecks=s.get("bottlenecks", ()), budget=s["analysis_budget"],
                          feedback_learning=s.get("feedback_learning", "normative"), seed=int(seed),
                          device=ctx.device, cache_dir=None, progress=ctx.progress)
@@ -788,7 +813,7 @@ RECEPTIVE_FIELDS = Experiment(
         "gpu": {"seeds": [0, 1, 2], "ranks": [1, 2, 4, 32], "bottlenecks": [1, 2, 4], "analysis_budget": "paper"},
     },
     run=_run_receptive_fields, needs=("cifar10", "analyses/receptive_fields.py"), plot=_plot_receptive_fields,
-    table=_rf_table)
+    table=_rf_table, setup=_rf_setup)
 
 
 # -------------------------------------------------------------------------------------------- rate network
