@@ -665,7 +665,8 @@ def _rf_setup(s: Mapping[str, Any]) -> dict[str, Any]:
 
 def _run_receptive_fields(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
     """``analyses/receptive_fields.py``'s ``run`` once per seed (each seed saved as soon as it is done, so a
-    stopped run resumes with the next seed), concatenated over ``seed``; the V1 data of Ringach et al. (2002)
+    stopped run resumes with the next seed, and a run with other seeds reuses the seeds it shares, e.g. seeds run
+    in parallel by separate processes with ``--seeds``), concatenated over ``seed``; the V1 data of Ringach et al. (2002)
     beside them where ``ringach2002/`` is in the shared data folder."""
     mod = analysis_module("receptive_fields.py")
     # the training checkpoints of one set-up live in their own folder, so that a changed set-up starts afresh
@@ -677,7 +678,8 @@ def _run_receptive_fields(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
     for seed in s["seeds"]:
         folder = ctx.out / f"setup-{digest}" / f"seed{seed}"
         path = folder / "receptive_fields.nc"
-        key = json.dumps({**s, "seed": int(seed)}, sort_keys=True)
+        # one seed's result does not depend on the other seeds run: any run of the same settings reuses it
+        key = json.dumps({**{k: v for k, v in s.items() if k != "seeds"}, "seed": int(seed)}, sort_keys=True)
         ds = io.load(path) if path.exists() else None
         if ds is None or ds.attrs.get("reproduce_settings") != key:
             ds = mod.run(out=folder, data=ctx.cifar10, ranks=s["ranks"],

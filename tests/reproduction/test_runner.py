@@ -365,3 +365,31 @@ def test_receptive_field_settings_carry_the_analysis_budget_set_up(monkeypatch):
     monkeypatch.setitem(mod.BUDGETS, "cpu", {**mod.BUDGETS["cpu"], "epochs": mod.BUDGETS["cpu"]["epochs"] + 1})
     after = exp.settings_for("cpu")
     assert after["setup"]["epochs"] == before["setup"]["epochs"] + 1 and after != before
+
+
+def test_receptive_field_seeds_are_reused_by_runs_with_other_seed_lists(tmp_path, monkeypatch):
+    """One seed's result does not depend on the other seeds of the run: a run of seeds 0, 1, 2 reuses the seeds
+    0 and 1 of an earlier run (e.g. seeds run in parallel by separate processes), and trains only seed 2."""
+    from bioplastic.reproduction.experiments import Context, _run_receptive_fields, analysis_module
+
+    mod = analysis_module("receptive_fields.py")
+    trained = []
+
+    def fake_run(*, out, seed, **kwargs):
+        trained.append(seed)
+        return xr.Dataset({"centre_surround_index": (("rule", "layer", "neuron"), np.full((1, 1, 2), 0.1 * seed))},
+                          coords={"rule": ["bp"], "layer": ["retina.relu2"], "neuron": [0, 1]})
+
+    monkeypatch.setattr(mod, "run", fake_run)
+    ctx = Context(out=tmp_path, budget="smoke")
+    exp = EXPERIMENTS["receptive_fields"]
+    _run_receptive_fields(ctx, exp.settings_for("smoke", [0, 1]))
+    assert trained == [0, 1]
+    ds = _run_receptive_fields(ctx, exp.settings_for("smoke", [0, 1, 2]))
+    assert trained == [0, 1, 2]
+    np.testing.assert_allclose(ds["centre_surround_index"].sel(rule="bp", layer="retina.relu2", neuron=0).values,
+                               [0.0, 0.1, 0.2])
+    other = exp.settings_for("smoke", [0])
+    other["ranks"] = [2]  # other settings: nothing is reused
+    _run_receptive_fields(ctx, other)
+    assert trained == [0, 1, 2, 0]
