@@ -20,13 +20,14 @@ al. (2019): backprop with a forward bottleneck of that many retina-output channe
    scipy), per layer; units whose RF is zero (never driven by the noise) are left out.
 
 Budgets (``--budget``; ``BIOPLASTIC_NOTEBOOK_BUDGET`` sets the default): ``small`` (seconds; a smoke run),
-``cpu`` (all 50,000 images 2x2-averaged to 16x16 pixels, a narrower retina: 16 channels, one VVS layer,
-FC 128; 4 epochs; about 5 minutes per condition on one core), ``paper`` (the spec as shipped: 32 channels, three VVS layers, FC 1024, all 50,000 images,
+``cpu`` (all 50,000 images area-averaged to 24x24 pixels; retina 16 channels with an output of 8, two VVS
+layers of 8 channels, FC 128, no batch norm, no dropout; Adam lr 1e-3, 3 epochs; about 5-15 minutes per
+condition on one core), ``paper`` (the spec as shipped: 32 channels, three VVS layers, FC 1024, all 50,000 images,
 20 epochs: for a GPU).
 
 Usage::
 
-    python analyses/receptive_fields.py --out results/rf --budget cpu --ranks 1,16 --bottlenecks 2
+    python analyses/receptive_fields.py --out results/rf --budget cpu --ranks 1,8 --bottlenecks 1
     python analyses/receptive_fields.py --out DIR --budget paper --device cuda --ranks 1,2,4,32
 
 Writes ``OUT/receptive_fields.nc`` and ``OUT/receptive_fields.png``.
