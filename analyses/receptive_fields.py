@@ -20,13 +20,14 @@ al. (2019): backprop with a forward bottleneck of that many retina-output channe
    scipy), per layer; units whose RF is zero (never driven by the noise) are left out.
 
 Budgets (``--budget``; ``BIOPLASTIC_NOTEBOOK_BUDGET`` sets the default): ``small`` (seconds; a smoke run),
-``cpu`` (all 50,000 images 2x2-averaged to 16x16 pixels, a narrower retina: 16 channels, one VVS layer,
-FC 128; 4 epochs; about 5 minutes per condition on one core), ``paper`` (the spec as shipped: 32 channels, three VVS layers, FC 1024, all 50,000 images,
+``cpu`` (all 50,000 images area-averaged to 24x24 pixels; retina 16 channels with an output of 8, two VVS
+layers of 8 channels, FC 128, no batch norm, no dropout; Adam lr 1e-3, 3 epochs; about 5-15 minutes per
+condition on one core), ``paper`` (the spec as shipped: 32 channels, three VVS layers, FC 1024, all 50,000 images,
 20 epochs: for a GPU).
 
 Usage::
 
-    python analyses/receptive_fields.py --out results/rf --budget cpu --ranks 1,16 --bottlenecks 2
+    python analyses/receptive_fields.py --out results/rf --budget cpu --ranks 1,8 --bottlenecks 1
     python analyses/receptive_fields.py --out DIR --budget paper --device cuda --ranks 1,2,4,32
 
 Writes ``OUT/receptive_fields.nc`` and ``OUT/receptive_fields.png``.
@@ -54,14 +55,54 @@ INDICES = ("centre_surround_index", "orientation_selectivity_index", "circular_v
 BUDGETS: dict[str, dict[str, Any]] = {
     "small": {"spec": {"channels": 8, "bottleneck": 8, "vvs_depth": 1, "fc_width": 32}, "epochs": 1,
               "max_train": 256, "n_test": 256, "n_images": 512},
-    # The smallest set-up that learns on one CPU core in about 15 minutes per condition and seed (measured:
-    # 60-95 s per epoch of 50,000 images on one busy core): all 50,000 grayscale images, 2x2-averaged to
-    # 16x16 pixels (the 9x9 kernels unchanged, so the retina output's receptive field, 17 pixels, covers
-    # the image), 16 channels, one VVS layer, FC 128, 4 epochs.
-    "cpu": {"spec": {"channels": 16, "bottleneck": 16, "vvs_depth": 1, "fc_width": 128, "image_size": 16},
-            "downsample": 2, "epochs": 4, "max_train": None, "n_test": 2000, "n_images": 8192},
+    # The smallest set-up found (docs/reproduce.md, "The receptive-field experiment") in which the positive
+    # control of Lindsey et al. (2019) showed centre-surround fields on a shared CPU: all 50,000 grayscale
+    # images area-averaged to 24x24 pixels (at 16x16 the one-channel bottleneck stayed oriented), 16 channels
+    # in the retina's first layer, a retina output of 8 channels (as wide as the VVS: no forward bottleneck),
+    # two VVS layers of 8 channels, FC 128, no batch norm and no dropout (Lindsey et al.'s network), Adam at
+    # lr 1e-3 after a warm-up of a quarter epoch (without it the one-channel bottleneck's ReLU died in 2 of 8
+    # exploratory runs), 3 epochs.
+    "cpu": {"spec": {"channels": 16, "bottleneck": 8, "vvs_channels": 8, "vvs_depth": 2, "fc_width": 128,
+                     "image_size": 24, "batch_norm": False, "dropout": 0.0,
+                     "training": {"lr": 1e-3, "warmup_epochs": 0.25}},
+            "epochs": 3, "max_train": None, "n_test": 2000, "n_images": 8192},
     "paper": {"spec": {}, "epochs": 20, "max_train": None, "n_test": None, "n_images": 8192},
 }
+
+
+def setup(budget: str, *, epochs: int | None = None, max_train: int | None = None,
+          n_images: int | None = None) -> dict[str, Any]:
+    """The resolved set-up of ``budget``: everything :func:`run` trains and measures with, as plain values.
+
+    Returns
+    -------
+    dict
+        ``spec`` (``models/retina_vvs.toml`` with the budget's overrides, its ``[training]`` recipe included),
+        ``epochs``, ``max_train`` (None: all images), ``n_test`` (None: all), ``n_images`` (white-noise
+        images per measurement); images are area-averaged to the spec's ``image_size``. The budget's
+        ``spec`` entries replace the file's; its ``training`` and ``rule`` tables are merged into the file's
+        key by key. ``bioplastic reproduce`` stores the set-up with every result, so a result measured with
+        another set-up is never reused.
+
+    Raises
+    ------
+    ValueError
+        Unknown budget (the message lists the valid ones).
+    """
+    from bioplastic._checks import check_choice
+    from bioplastic.architectures import load_spec
+
+    check_choice("budget", budget, tuple(BUDGETS))
+    cfg = BUDGETS[budget]
+    base = load_spec("retina_vvs")
+    spec = {**base, **cfg["spec"]}
+    for table in ("training", "rule"):
+        if table in cfg["spec"]:
+            spec[table] = {**base.get(table, {}), **cfg["spec"][table]}
+    return {"spec": spec,
+            "epochs": int(epochs or cfg["epochs"]),
+            "max_train": max_train if max_train is not None else cfg["max_train"],
+            "n_test": cfg["n_test"], "n_images": int(n_images or cfg["n_images"])}
 
 
 def _default_data() -> Path:
@@ -135,33 +176,32 @@ def run(*, out: Path, data: Path, ranks: Sequence[int], budget: str, feedback_le
     """Train every condition (:func:`conditions`) on grayscale CIFAR-10 and measure the retina's receptive fields.
 
     ``bottlenecks`` adds Lindsey et al.'s (2019) positive control: backprop with only that many retina-output
-    channels. The budget's ``downsample`` (if any) averages ``downsample`` x ``downsample`` pixel blocks of
-    every image (train and test), e.g. 32 -> 16 pixels; the budget's spec then has the matching ``image_size``.
+    channels. Images are area-averaged to the spec's ``image_size`` where it is smaller than theirs (train and
+    test; e.g. 32 -> 16 pixels: the means of 2 x 2 blocks).
     """
     import torch
     import torch.nn.functional as F
 
-    from bioplastic.architectures import build_model, load_spec
+    from bioplastic.architectures import build_model
     from bioplastic.architectures.retina import RETINA_LAYERS
     from bioplastic.data.cifar10 import load_cifar10
     from bioplastic.training import TrainConfig, train
 
-    cfg_b = BUDGETS[budget]
-    epochs = epochs or cfg_b["epochs"]
-    max_train = max_train if max_train is not None else cfg_b["max_train"]
-    n_images = n_images or cfg_b["n_images"]
-    spec = {**load_spec("retina_vvs"), **cfg_b["spec"]}
+    cfg_b = setup(budget, epochs=epochs, max_train=max_train, n_images=n_images)
+    epochs, max_train, n_images, spec = cfg_b["epochs"], cfg_b["max_train"], cfg_b["n_images"], cfg_b["spec"]
     dataset = load_cifar10(data, grayscale=True, augment="none", cache_dir=cache_dir)
     if cfg_b["n_test"] is not None:
         dataset.x_test, dataset.y_test = dataset.x_test[: cfg_b["n_test"]], dataset.y_test[: cfg_b["n_test"]]
-    factor = int(cfg_b.get("downsample", 1))
-    if factor > 1:  # block means of the uint8 images, kept uint8 (the dataset's transform normalises them)
+    size = int(spec["image_size"])
+    if dataset.x_train.shape[-1] != size:
+        # area-averaged to the spec's image size (block means for an integer factor, e.g. 32 -> 16 pixels), kept
+        # uint8: the dataset's transform normalises them with the full-size images' statistics
+        if size > dataset.x_train.shape[-1]:
+            raise ValueError(f"images are {dataset.x_train.shape[-1]} pixels wide, smaller than the spec's "
+                             f"image_size {size}")
         for name in ("x_train", "x_test"):
             x = getattr(dataset, name)
-            setattr(dataset, name, F.avg_pool2d(x.float(), factor).round().to(torch.uint8))
-    if dataset.x_train.shape[-1] != spec["image_size"]:
-        raise ValueError(f"images are {dataset.x_train.shape[-1]} pixels wide but the spec's image_size is "
-                         f"{spec['image_size']}")
+            setattr(dataset, name, F.interpolate(x.float(), size=(size, size), mode="area").round().to(torch.uint8))
     layers = list(RETINA_LAYERS)
     torch.manual_seed(seed)
     window = 0
@@ -201,10 +241,10 @@ def run(*, out: Path, data: Path, ranks: Sequence[int], budget: str, feedback_le
                                       {"long_name": f"two-sided Mann-Whitney U test, {lo} versus {hi}"})
     ds.attrs.update({"budget": budget, "feedback_learning": feedback_learning, "seed": int(seed),
                      "n_images": int(n_images), "epochs": int(epochs), "max_train": int(max_train or 0),
-                     "downsample": factor, "model_spec": str(spec)})
+                     "image_size": int(spec["image_size"]), "model_spec": str(spec)})
     return io.stamp(ds, {"ranks": list(ranks), "bottlenecks": list(bottlenecks), "budget": budget,
                          "feedback_learning": feedback_learning, "seed": seed, "spec": spec, "epochs": epochs,
-                         "max_train": max_train, "n_images": n_images, "downsample": factor, "data": str(data)})
+                         "max_train": max_train, "n_images": n_images, "data": str(data)})
 
 
 def _rf_size(model, layer: str) -> int:

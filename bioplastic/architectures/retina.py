@@ -54,7 +54,7 @@ class RetinaVVS(nn.Module):
     image_size : int
         Input height = width (32 for CIFAR-10); the FC layer's fan-in is ``channels * image_size ** 2``.
     channels : int
-        Channels of the first retina layer and of every VVS layer (32).
+        Channels of the first retina layer and, unless ``vvs_channels`` is given, of every VVS layer (32).
     bottleneck : int
         Channels of the retina output (Lindsey's N_BN; equal to ``channels`` for no forward bottleneck).
     kernel_size : int
@@ -70,6 +70,9 @@ class RetinaVVS(nn.Module):
     dropout : float
         Dropout probability between the FC layer's ReLU and the classifier, in ``[0, 1)`` (the authors: 0.5;
         0 leaves the module out).
+    vvs_channels : int, optional
+        Channels of every VVS layer (default ``channels``, as in Lindsey et al. 2019); fewer make a cheaper
+        ventral stream without touching the retina.
 
     Notes
     -----
@@ -77,7 +80,8 @@ class RetinaVVS(nn.Module):
     ``k^2 (c_in C + C N_BN + N_BN C + (D-1) C^2) + (2 C + N_BN + (D-1) C)`` for the convolutions (weights and
     biases; with ``batch_norm`` the second term counts the normalisations' scales instead of the biases, and
     the normalisations' shifts add it once more), ``(C S^2 + 1) F + (F + 1) d`` for the FC layers, with k the
-    kernel size, C ``channels``, N_BN ``bottleneck``, D ``vvs_depth``, S ``image_size``, F ``fc_width``.
+    kernel size, C ``channels``, N_BN ``bottleneck``, D ``vvs_depth``, S ``image_size``, F ``fc_width`` (with
+    ``vvs_channels`` V: ``k^2 (c_in C + C N_BN + N_BN V + (D-1) V^2)`` and ``(V S^2 + 1) F``).
     """
 
     def __init__(
@@ -92,12 +96,14 @@ class RetinaVVS(nn.Module):
         fc_width: int = 1024,
         batch_norm: bool = False,
         dropout: float = 0.0,
+        vvs_channels: int | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("n_classes", n_classes), ("image_size", image_size),
                             ("channels", channels), ("bottleneck", bottleneck), ("kernel_size", kernel_size),
                             ("vvs_depth", vvs_depth), ("fc_width", fc_width)):
             check_positive_int(name, value)
+        vvs_channels = channels if vvs_channels is None else check_positive_int("vvs_channels", vvs_channels)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (same padding), got {kernel_size}")
         if not isinstance(batch_norm, bool):
@@ -116,10 +122,10 @@ class RetinaVVS(nn.Module):
             return nn.Sequential(layers)
 
         self.retina = stage([(in_channels, channels), (channels, bottleneck)])
-        self.vvs = stage([(bottleneck, channels)] + [(channels, channels)] * (vvs_depth - 1))
+        self.vvs = stage([(bottleneck, vvs_channels)] + [(vvs_channels, vvs_channels)] * (vvs_depth - 1))
         head: OrderedDict[str, nn.Module] = OrderedDict([
             ("flatten", nn.Flatten()),
-            ("fc", nn.Linear(channels * image_size * image_size, fc_width)),
+            ("fc", nn.Linear(vvs_channels * image_size * image_size, fc_width)),
             ("relu", nn.ReLU()),
         ])
         if dropout > 0:

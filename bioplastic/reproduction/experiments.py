@@ -13,6 +13,7 @@ recipes where the package has them).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import logging
@@ -93,6 +94,12 @@ class Experiment:
         ``table(ds) -> list of dict`` rows for the report (our numbers per condition, published ones beside).
     seeded : bool
         Whether ``--seeds`` applies.
+    setup : callable, optional
+        ``setup(settings) -> dict``: the set-up that the settings name only indirectly (e.g. an analysis
+        script's budget, whose model, epochs and data sizes live in that script), resolved to plain values.
+        :meth:`settings_for` adds it to the settings as ``"setup"``, and the settings decide whether a stored
+        result is reused (``bioplastic reproduce``), so a result measured with another set-up is never taken
+        for this one. Raising :class:`NotAvailable` (e.g. the analysis script absent) leaves it out.
     """
 
     name: str
@@ -103,6 +110,7 @@ class Experiment:
     plot: Callable[[xr.Dataset, Path], Any] | None = None
     table: Callable[[xr.Dataset], list[dict[str, Any]]] | None = None
     seeded: bool = True
+    setup: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
     def settings_for(self, budget: str, seeds: list[int] | None = None) -> dict[str, Any] | str:
         """Settings at ``budget`` (``seeds`` overriding the budget's, for seeded experiments), or the reason
@@ -113,6 +121,11 @@ class Experiment:
         s = json.loads(json.dumps(dict(s)))  # a deep, JSON-clean copy
         if self.seeded and seeds is not None:
             s["seeds"] = [int(x) for x in seeds]
+        if self.setup is not None:
+            try:
+                s["setup"] = json.loads(json.dumps(dict(self.setup(s)), sort_keys=True))
+            except NotAvailable:  # the experiment cannot run here; missing() says why
+                pass
         return s
 
     def missing(self, ctx: Context) -> str | None:
@@ -678,18 +691,32 @@ RF_LAYER = "retina.relu2"
 """The retina's output layer, whose units' receptive fields the receptive-field claims compare."""
 
 
+def _rf_setup(s: Mapping[str, Any]) -> dict[str, Any]:
+    """The analysis budget's resolved set-up (model spec, epochs, data sizes; ``analyses/receptive_fields.py``
+    ``setup``): part of the settings, so that changing the budget there is never answered by a stored result."""
+    return analysis_module("receptive_fields.py").setup(s["analysis_budget"])
+
+
 def _run_receptive_fields(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
     """``analyses/receptive_fields.py``'s ``run`` once per seed (each seed saved as soon as it is done, so a
-    stopped run resumes with the next seed), concatenated over ``seed``; the V1 data of Ringach et al. (2002)
+    stopped run resumes with the next seed, and a run with other seeds reuses the seeds it shares, e.g. seeds run
+    in parallel by separate processes with ``--seeds``), concatenated over ``seed``; the V1 data of Ringach et al. (2002)
     beside them where ``ringach2002/`` is in the shared data folder."""
     mod = analysis_module("receptive_fields.py")
+    # the training checkpoints of one set-up live in their own folder, so that a changed set-up starts afresh
+    # (the trainer refuses a checkpoint of another configuration) and nothing of the old one is overwritten
+    identity = {"setup": s.get("setup") or mod.setup(s["analysis_budget"]),
+                "feedback_learning": s.get("feedback_learning", "normative")}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     parts = []
     for seed in s["seeds"]:
-        path = ctx.out / f"seed{seed}" / "receptive_fields.nc"
-        key = json.dumps({**s, "seed": int(seed)}, sort_keys=True)
+        folder = ctx.out / f"setup-{digest}" / f"seed{seed}"
+        path = folder / "receptive_fields.nc"
+        # one seed's result does not depend on the other seeds run: any run of the same settings reuses it
+        key = json.dumps({**{k: v for k, v in s.items() if k != "seeds"}, "seed": int(seed)}, sort_keys=True)
         ds = io.load(path) if path.exists() else None
         if ds is None or ds.attrs.get("reproduce_settings") != key:
-            ds = mod.run(out=ctx.out / f"seed{seed}", data=ctx.cifar10, ranks=s["ranks"],
+            ds = mod.run(out=folder, data=ctx.cifar10, ranks=s["ranks"],
                          bottlenecks=s.get("bottlenecks", ()), budget=s["analysis_budget"],
                          feedback_learning=s.get("feedback_learning", "normative"), seed=int(seed),
                          device=ctx.device, cache_dir=None, progress=ctx.progress)
@@ -814,15 +841,16 @@ RECEPTIVE_FIELDS = Experiment(
                 "white-noise reverse-correlation receptive fields of the retina's output units and their "
                 "centre-surround and orientation indices, pooled over seeds and compared by Mann-Whitney U "
                 "tests (rank-biserial effect sizes), next to the V1 cells of Ringach et al. (2002). cpu: all "
-                "50,000 images 2x2-averaged to 16x16 pixels, 16 channels, one VVS layer, FC 128, 4 epochs, "
-                "LDFA r = 1, bottleneck 2 channels, 3 seeds",
+                "50,000 images area-averaged to 24x24 pixels, retina 16 channels with an output of 8 (1 for the "
+                "control), two VVS layers of 8 channels, FC 128, no batch norm, Adam lr 1e-3, 3 epochs, LDFA r = 1, "
+                "bottleneck 1 channel, 3 seeds",
     settings={
         "smoke": {"seeds": [0, 1], "ranks": [1], "bottlenecks": [2], "analysis_budget": "small"},
-        "cpu": {"seeds": [0, 1, 2], "ranks": [1], "bottlenecks": [2], "analysis_budget": "cpu"},
+        "cpu": {"seeds": [0, 1, 2], "ranks": [1], "bottlenecks": [1], "analysis_budget": "cpu"},
         "gpu": {"seeds": [0, 1, 2], "ranks": [1, 2, 4, 32], "bottlenecks": [1, 2, 4], "analysis_budget": "paper"},
     },
     run=_run_receptive_fields, needs=("cifar10", "analyses/receptive_fields.py"), plot=_plot_receptive_fields,
-    table=_rf_table)
+    table=_rf_table, setup=_rf_setup)
 
 
 # -------------------------------------------------------------------------------------------- rate network

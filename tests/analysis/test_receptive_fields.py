@@ -218,3 +218,20 @@ def test_gradient_rf_of_a_converted_model_is_the_true_derivative_not_the_feedbac
         want = measure_receptive_fields(deep, "3", (1, 9, 9), method="gradient", n_images=64, batch_size=64)
         np.testing.assert_allclose(got.receptive_field.values, want.receptive_field.values, rtol=0, atol=1e-6)
         assert np.abs(want.receptive_field.values).max() > 1e-2
+
+
+@pytest.mark.parametrize("sigma_c, sigma_s", [(1.5, 3.0), (2.0, 4.0), (1.0, 3.0)])
+@pytest.mark.parametrize("w", [1.0, 0.8, 0.5, 0.2])
+def test_surround_antagonism_of_a_dog_matches_its_closed_form(sigma_c, sigma_s, w):
+    # DoG(r) = g_c(r) - w g_s(r), unit-volume Gaussians: it changes sign at r0^2 = 2 ln(s_s^2 / (w s_c^2)) /
+    # (1/s_c^2 - 1/s_s^2); the centre's volume is V+ = (1 - exp(-r0^2 / 2 s_c^2)) - w (1 - exp(-r0^2 / 2 s_s^2))
+    # and the surround's V- = V+ - (1 - w) (the whole DoG has volume 1 - w), so the antagonism is V- / V+ and,
+    # the map being isotropic (rho = 1), the centre-surround index equals it.
+    r0_sq = 2 * np.log(sigma_s**2 / (w * sigma_c**2)) / (1 / sigma_c**2 - 1 / sigma_s**2)
+    v_pos = (1 - np.exp(-r0_sq / (2 * sigma_c**2))) - w * (1 - np.exp(-r0_sq / (2 * sigma_s**2)))
+    expected = (v_pos - (1 - w)) / v_pos
+    ds = receptive_field_indices(difference_of_gaussians(41, sigma_c, sigma_s, w))
+    assert float(ds.surround_antagonism[0]) == pytest.approx(expected, abs=0.006)  # pixel sampling
+    assert float(ds.rotational_symmetry[0]) > 0.997
+    assert float(ds.centre_surround_index[0]) == pytest.approx(expected, abs=0.008)
+    assert float(ds.orientation_selectivity_index[0]) < 1e-6

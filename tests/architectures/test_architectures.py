@@ -35,11 +35,13 @@ def vit_count(image, patch, c_in, d, dim, depth, mlp_ratio, cls=True):
     return (patch * patch * c_in * dim + dim) + (t + cls) * dim + cls * dim + depth * block + 2 * dim + (dim + 1) * d
 
 
-def retina_count(c_in, d, s, C, nbn, k, depth, F, batch_norm=False):
-    # conv biases (one per output channel), or with batch norm no bias and a BN scale + shift per channel
-    out_channels = 2 * C + nbn + (depth - 1) * C
-    convs = k * k * (c_in * C + C * nbn + nbn * C + (depth - 1) * C * C) + (1 + batch_norm) * out_channels
-    return convs + (C * s * s + 1) * F + (F + 1) * d
+def retina_count(c_in, d, s, C, nbn, k, depth, F, batch_norm=False, V=None):
+    # conv biases (one per output channel), or with batch norm no bias and a BN scale + shift per channel;
+    # V: channels of the VVS layers (default C)
+    V = C if V is None else V
+    out_channels = C + nbn + depth * V
+    convs = k * k * (c_in * C + C * nbn + nbn * V + (depth - 1) * V * V) + (1 + batch_norm) * out_channels
+    return convs + (V * s * s + 1) * F + (F + 1) * d
 
 
 @pytest.mark.parametrize("name", ["vgg_cifar", "cnn_small", "vit_cifar", "vit_small", "retina_vvs"])
@@ -175,11 +177,24 @@ def test_retina_vvs_structure_and_bottleneck():
         assert model.retina(torch.zeros(2, 1, 32, 32)).shape == (2, 1, 32, 32)
 
 
+def test_retina_vvs_channels_narrow_the_ventral_stream_only():
+    model = RetinaVVS(image_size=24, channels=16, bottleneck=1, vvs_channels=8, vvs_depth=2, fc_width=32)
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert [(m.in_channels, m.out_channels) for m in convs.values()] == [(1, 16), (16, 1), (1, 8), (8, 8)]
+    assert model.classifier.fc.in_features == 8 * 24 * 24
+    assert n_params(model) == retina_count(1, 10, 24, 16, 1, 9, 2, 32, V=8)
+    assert model(torch.zeros(2, 1, 24, 24)).shape == (2, 10)
+    default = RetinaVVS(image_size=24, channels=16, bottleneck=1, vvs_depth=2, fc_width=32)
+    assert n_params(default) == retina_count(1, 10, 24, 16, 1, 9, 2, 32)  # vvs_channels = channels
+
+
 def test_retina_bad_configuration():
     with pytest.raises(ValueError, match="odd"):
         RetinaVVS(kernel_size=8)
     with pytest.raises(ValueError, match="bottleneck"):
         RetinaVVS(bottleneck=0)
+    with pytest.raises(ValueError, match="vvs_channels"):
+        RetinaVVS(vvs_channels=0)
 
 
 def test_vgg_bad_configuration():

@@ -1,6 +1,7 @@
 """``bioplastic.reproduce``: claims.nc, resume, missing data, bad input, the report (issue 13)."""
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -314,3 +315,81 @@ def test_cli_runs_prints_the_verdicts_and_writes_the_markdown_twin(fake_registry
     assert re.search(r"^below\s+not reproduced", out, re.M)
     assert (tmp_path / "o" / "claims.nc").exists() and (tmp_path / "o" / "report.html").exists()
     assert "a test" in md.read_text()
+
+
+SETUP = {"epochs": 4}
+
+
+def test_a_result_of_another_set_up_is_never_reused(fake_registry, tmp_path, monkeypatch):
+    """The set-up an experiment's settings name only indirectly (``Experiment.setup``, e.g. an analysis script's
+    budget) is part of the settings: changing it refuses the stored claims and reruns the experiment."""
+    monkeypatch.setitem(SETUP, "epochs", 4)
+    exp = Experiment("fake", "planted numbers", {"smoke": {"seeds": [0, 1, 2]}}, _fake_run, setup=lambda s: dict(SETUP))
+    monkeypatch.setitem(EXPERIMENTS, "fake", exp)
+    assert exp.settings_for("smoke")["setup"] == {"epochs": 4}
+    bioplastic.reproduce(budget="smoke", out=tmp_path, claims="above")
+    assert CALLS == ["fake"]
+    bioplastic.reproduce(budget="smoke", out=tmp_path, claims="above")  # same set-up: nothing reruns
+    assert CALLS == ["fake"]
+    path = tmp_path / "claims" / "above.nc"
+    before = path.read_bytes()
+    SETUP["epochs"] = 20
+    with pytest.raises(ValueError, match="other settings"):
+        bioplastic.reproduce(budget="smoke", out=tmp_path, claims="above")
+    assert path.read_bytes() == before and CALLS == ["fake"]
+    path.unlink()  # the user moves the old claim away: the stored experiment result is not reused either
+    bioplastic.reproduce(budget="smoke", out=tmp_path, claims="above")
+    assert CALLS == ["fake", "fake"]
+    assert '"epochs": 20' in io.load(tmp_path / "claims" / "above.nc").attrs["settings_key"]
+
+
+def test_setup_that_cannot_be_resolved_is_left_out():
+    def unavailable(s):
+        raise NotAvailable("no analysis script here")
+
+    exp = Experiment("fake", "planted", {"smoke": {"seeds": [0]}}, _fake_run, setup=unavailable)
+    assert exp.settings_for("smoke") == {"seeds": [0]}
+
+
+def test_receptive_field_settings_carry_the_analysis_budget_set_up(monkeypatch):
+    from bioplastic.reproduction.experiments import analysis_module
+
+    mod = analysis_module("receptive_fields.py")
+    exp = EXPERIMENTS["receptive_fields"]
+    for budget in BUDGETS:
+        s = exp.settings_for(budget)
+        assert s["setup"] == json.loads(json.dumps(mod.setup(s["analysis_budget"])))
+        spec = s["setup"]["spec"]
+        assert spec["architecture"] == "retina_vvs" and "training" in spec
+    before = exp.settings_for("cpu")
+    monkeypatch.setitem(mod.BUDGETS, "cpu", {**mod.BUDGETS["cpu"], "epochs": mod.BUDGETS["cpu"]["epochs"] + 1})
+    after = exp.settings_for("cpu")
+    assert after["setup"]["epochs"] == before["setup"]["epochs"] + 1 and after != before
+
+
+def test_receptive_field_seeds_are_reused_by_runs_with_other_seed_lists(tmp_path, monkeypatch):
+    """One seed's result does not depend on the other seeds of the run: a run of seeds 0, 1, 2 reuses the seeds
+    0 and 1 of an earlier run (e.g. seeds run in parallel by separate processes), and trains only seed 2."""
+    from bioplastic.reproduction.experiments import Context, _run_receptive_fields, analysis_module
+
+    mod = analysis_module("receptive_fields.py")
+    trained = []
+
+    def fake_run(*, out, seed, **kwargs):
+        trained.append(seed)
+        return xr.Dataset({"centre_surround_index": (("rule", "layer", "neuron"), np.full((1, 1, 2), 0.1 * seed))},
+                          coords={"rule": ["bp"], "layer": ["retina.relu2"], "neuron": [0, 1]})
+
+    monkeypatch.setattr(mod, "run", fake_run)
+    ctx = Context(out=tmp_path, budget="smoke")
+    exp = EXPERIMENTS["receptive_fields"]
+    _run_receptive_fields(ctx, exp.settings_for("smoke", [0, 1]))
+    assert trained == [0, 1]
+    ds = _run_receptive_fields(ctx, exp.settings_for("smoke", [0, 1, 2]))
+    assert trained == [0, 1, 2]
+    np.testing.assert_allclose(ds["centre_surround_index"].sel(rule="bp", layer="retina.relu2", neuron=0).values,
+                               [0.0, 0.1, 0.2])
+    other = exp.settings_for("smoke", [0])
+    other["ranks"] = [2]  # other settings: nothing is reused
+    _run_receptive_fields(ctx, other)
+    assert trained == [0, 1, 2, 0]
