@@ -115,7 +115,8 @@ class Attention(nn.Module):
         n, t, c = x.shape
         qkv = self.qkv(x).reshape(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         p = self.attention_dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=p)  # (N, heads, T, c / heads)
+        q, k, v = qkv.unbind(0)  # one backward node (indexing three times zero-fills and adds three full copies)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (N, heads, T, c / heads)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(n, t, c)))
 
 
