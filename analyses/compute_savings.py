@@ -19,7 +19,9 @@ What this script measures, for each model spec (default ``cnn_small`` and ``vit_
   affects all alike; ratios of medians are reported.
 * With ``--curves results.nc`` (from ``bioplastic compare`` or ``analyses/cnn_cifar.py``): FLOPs to reach
   90% of the final accuracy of BP (``--target bp``, one common target) or of each run itself (``--target
-  own``), epochs interpolated linearly.
+  own``), epochs interpolated linearly; with them the CPU and wall seconds of the training steps to the same
+  fractional epoch (``curves_cpu_time_to_target``, ``curves_wall_time_to_target``; NaN for curves saved
+  before bioplastic recorded per-epoch times).
 
 Models are converted exactly as in training (:func:`bioplastic.training.config.conversion_options`): the
 spec's ``[rule]`` table gives ``exclude`` (e.g. the ViT's patch embedding on backprop), ``output_layer`` and

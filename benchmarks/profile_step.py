@@ -5,7 +5,9 @@ models, single-threaded (``torch.set_num_threads(1)`` unless ``--threads``), and
 and variant (``<out>/<model>_<variant>.txt``: the profiler's table sorted by self CPU time, top ``--rows``
 ops, of the least disturbed of ``--steps`` profiled steps: the profiler times ops by wall clock, so on a shared
 machine the step with the smallest total is the one least inflated by waiting for a core) plus ``<out>/summary.txt``
-(the step's self CPU total and the top ops of every variant side by side).
+(the step's self CPU total and the top ops of every variant side by side) and ``<out>/shares.md`` (the share of
+the step's time by op category: weight-layer products, attention, pooling, normalisation, activations, copies,
+in-place adds; :data:`CATEGORIES`).
 
 Usage::
 
@@ -26,6 +28,39 @@ from step_time import BATCH, VARIANTS, build, make_variant, uptime  # noqa: E402
 
 from bioplastic.nn import feedback_step, param_groups  # noqa: E402
 
+#: Op categories of the share table (``shares.md``), matched in this order on the profiler's op name: the
+#: weight layers' products (the only ops FlopCounterMode counts besides attention) against the rest.
+CATEGORIES = (
+    ("weight-layer products", ("conv", "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul",
+                               "aten::linear")),
+    ("attention (SDPA)", ("scaled_dot_product", "attention")),
+    ("pooling", ("pool",)),
+    ("normalisation", ("batch_norm", "layer_norm")),
+    ("activations", ("relu", "clamp_min", "threshold_backward", "gelu", "softmax", "tanh")),
+    ("copies / fills", ("copy_", "fill_", "zero_", "zeros", "empty", "cat", "clone", "contiguous", "select_backward",
+                        "as_strided", "stack")),
+    ("add_ / mul_ (optimiser, grad accumulation)", ("aten::add", "aten::mul", "aten::addcmul", "aten::lerp",
+                                                     "aten::sum", "aten::div", "aten::sub", "aten::neg")),
+)
+
+
+def categorise(key: str) -> str:
+    """The category of an op name (``"other"``: views, autograd and Function bookkeeping, Python)."""
+    for name, patterns in CATEGORIES:
+        if any(pat in key for pat in patterns):
+            return name
+    return "other (views, autograd / Function bookkeeping)"
+
+
+def share_table(rows: list[tuple[str, str, float, dict[str, float]]]) -> str:
+    """Markdown: per model and variant, the step's self CPU total and each category's share (%)."""
+    names = [c[0] for c in CATEGORIES] + ["other (views, autograd / Function bookkeeping)"]
+    lines = ["| model | variant | self CPU ms | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+    for model, variant, total, cats in rows:
+        lines.append(f"| {model} | {variant} | {total:.1f} | " + " | ".join(
+            f"{100 * cats.get(n, 0.0) / total:.1f} % ({cats.get(n, 0.0):.1f})" for n in names) + " |")
+    return "\n".join(lines)
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    shares: list[tuple[str, str, float, dict[str, float]]] = []
     summary = [f"one training step (SGD momentum), torch {torch.__version__}, "
                f"torch.set_num_threads({args.threads}); start: {uptime()}"]
     for model_name in [m for m in args.models.split(",") if m]:
@@ -86,9 +122,18 @@ def main(argv: list[str] | None = None) -> None:
             summary.append(f"{model_name:10s} {v:15s} self CPU {total:8.1f} ms | " + ", ".join(
                 f"{e.key} {e.self_cpu_time_total / 1e3:.1f}" for e in top))
             print(summary[-1], flush=True)
+            cats: dict[str, float] = {}
+            for e in avg:
+                c = categorise(e.key)
+                cats[c] = cats.get(c, 0.0) + e.self_cpu_time_total / 1e3
+            shares.append((model_name, v, total, cats))
             del net, opt
     summary.append(f"end: {uptime()}")
     (args.out / "summary.txt").write_text("\n".join(summary) + "\n")
+    (args.out / "shares.md").write_text(
+        f"Share of one step's self CPU time by op category (least disturbed of {args.steps} profiled steps; "
+        f"ms in brackets; wall-clock op times, so compare shares within a row). {summary[0]}; {summary[-1]}\n\n"
+        + share_table(shares) + "\n")
 
 
 if __name__ == "__main__":

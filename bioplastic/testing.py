@@ -120,7 +120,8 @@ def assert_results_equal(actual: Any, expected: Any, *, ignore: Iterable[str] | 
         E.g. the results of a resumed and of an uninterrupted :func:`bioplastic.compare`.
     ignore : iterable of str, optional
         Variables or coordinates left out of the comparison (where present). Default:
-        :data:`bioplastic.training.results.WALL_CLOCK_VARIABLES` (``wall_time``, seconds).
+        :data:`bioplastic.training.results.WALL_CLOCK_VARIABLES` (``wall_time``, ``train_wall_time``,
+        ``train_cpu_time``; seconds).
     ignore_attrs : iterable of str
         Attributes of the Dataset left out (e.g. ``"bioplastic_version"``).
 

@@ -530,10 +530,13 @@ measurement: adaptive LDFA at r = d on the MNIST MLP, at every layer's width / 4
 
 
 def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
-    """FLOPs and wall time for BP and LDFA to reach ``fraction`` of BP's final test accuracy (seed mean), per
-    seed, from the accuracy curves of the MNIST-MLP and CNN comparisons (:func:`bioplastic.training.flops.flops_to_target`: FLOPs of one training step counted by ``torch.utils.flop_counter`` times the steps,
-    epochs interpolated linearly between epoch ends). Wall time to target = the run's wall time x epochs to
-    target / epochs run (every epoch costs the same; it includes the per-epoch evaluation)."""
+    """FLOPs, CPU time and wall time for BP and LDFA to reach ``fraction`` of BP's final test accuracy (seed
+    mean), per seed, from the accuracy curves of the MNIST-MLP and CNN comparisons
+    (:func:`bioplastic.training.flops.flops_to_target`: FLOPs of one training step counted by
+    ``torch.utils.flop_counter`` times the steps, epochs interpolated linearly between epoch ends). The times
+    are the runs' per-epoch ``train_cpu_time`` and ``train_wall_time`` (training steps only, evaluation
+    excluded) read at the same fractional epoch (:func:`bioplastic.training.flops.time_to_target`); NaN for
+    curves saved before bioplastic recorded per-epoch times."""
     from bioplastic.training.results import NO_RANK, rank_text
 
     from bioplastic.training.flops import flops_to_target
@@ -551,21 +554,24 @@ def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
         res = flops_to_target(curves, target="bp", fraction=fraction)
         cells = [("bp", NO_RANK), (label, rank)]
         epochs = curves.sizes["epoch"]
-        rows = {k: [] for k in ("flops_per_step", "epochs_to_target", "flops_to_target", "wall_to_target",
-                                "target_accuracy", "wall_time", "test_accuracy")}
+        rows = {k: [] for k in ("flops_per_step", "epochs_to_target", "flops_to_target", "cpu_time_to_target",
+                                "wall_time_to_target", "target_accuracy", "wall_time", "test_accuracy",
+                                "train_cpu_time")}
         for lab, r in cells:
             rows["flops_per_step"].append(float(res["flops_per_step"].sel(rule=lab, rank=r)))
             ep = res["epochs_to_target"].sel(rule=lab, rank=r).values
             rows["epochs_to_target"].append(ep)
             rows["flops_to_target"].append(res["flops_to_target"].sel(rule=lab, rank=r).values)
             rows["target_accuracy"].append(res["target_accuracy"].sel(rule=lab, rank=r).values)
-            wall = curves["wall_time"].sel(rule=lab, rank=r).values.astype(float)
-            done = curves["epochs_completed"].sel(rule=lab, rank=r).values.astype(float)
-            rows["wall_time"].append(wall)
-            rows["wall_to_target"].append(wall * ep / np.where(done > 0, done, np.nan))
+            for name in ("cpu_time_to_target", "wall_time_to_target"):
+                rows[name].append(res[name].sel(rule=lab, rank=r).values)
+            rows["wall_time"].append(curves["wall_time"].sel(rule=lab, rank=r).values.astype(float))
             acc = np.full((curves.sizes["seed"], max_epochs), np.nan)
             acc[:, :epochs] = curves["test_accuracy"].sel(rule=lab, rank=r).values
             rows["test_accuracy"].append(acc)
+            cpu = np.full((curves.sizes["seed"], max_epochs), np.nan)
+            cpu[:, :epochs] = curves["train_cpu_time"].sel(rule=lab, rank=r).values
+            rows["train_cpu_time"].append(cpu)
         seeds = curves["seed"].values
         parts.append(xr.Dataset(
             {"flops_per_step": (("rule",), np.array(rows["flops_per_step"]),
@@ -573,50 +579,75 @@ def _run_compute_to_target(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
              "steps_per_epoch": ((), int(res.attrs["steps_per_epoch"])),
              "epochs_to_target": (("rule", "seed"), np.array(rows["epochs_to_target"])),
              "flops_to_target": (("rule", "seed"), np.array(rows["flops_to_target"]), {"units": "FLOP"}),
-             "wall_to_target": (("rule", "seed"), np.array(rows["wall_to_target"]), {"units": "s"}),
-             "wall_time": (("rule", "seed"), np.array(rows["wall_time"]), {"units": "s"}),
+             "cpu_time_to_target": (("rule", "seed"), np.array(rows["cpu_time_to_target"]), {
+                 "units": "s", "long_name": "CPU time (time.process_time) of the training steps to the target"}),
+             "wall_time_to_target": (("rule", "seed"), np.array(rows["wall_time_to_target"]), {
+                 "units": "s", "long_name": "wall-clock time of the training steps to the target"}),
+             "wall_time": (("rule", "seed"), np.array(rows["wall_time"]), {
+                 "units": "s", "long_name": "wall-clock time of the whole run (setup and evaluation included)"}),
              "target_accuracy": (("rule", "seed"), np.array(rows["target_accuracy"])),
-             "test_accuracy": (("rule", "seed", "epoch"), np.array(rows["test_accuracy"]))},
+             "test_accuracy": (("rule", "seed", "epoch"), np.array(rows["test_accuracy"])),
+             "train_cpu_time": (("rule", "seed", "epoch"), np.array(rows["train_cpu_time"]), {
+                 "units": "s", "long_name": "CPU time of each epoch's training steps"})},
             coords={"rule": ["bp", "ldfa"], "seed": seeds, "epoch": np.arange(1, max_epochs + 1)},
             attrs={}).assign(ldfa_rank=((), rank_text(int(rank)))))
     out = xr.concat(parts, dim="model", coords="minimal", compat="override", combine_attrs="drop")
     out = out.assign_coords(model=[m for _, m, _ in COMPUTE_MODELS])
+    for name, var in parts[0].data_vars.items():  # concat's combine_attrs="drop" dropped the units
+        out[name].attrs.update({k: v for k, v in var.attrs.items() if k in ("units", "long_name")})
     out.attrs.update({"fraction": fraction, "target": "fraction of BP's final test accuracy (seed mean)",
                       "source": "FLOPs: torch.utils.flop_counter via bioplastic.training.flops"})
     return out
 
 
 def _plot_compute(ds: xr.Dataset, path: Path) -> None:
+    """Test accuracy of every seed against the cumulative training FLOPs (top) and, where the curves recorded
+    it, the cumulative training CPU time (bottom), per model; the target line at ``fraction`` of BP's final."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     models = [str(m) for m in ds["model"].values]
-    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.4), squeeze=False)
+    has_cpu = "train_cpu_time" in ds and bool(np.isfinite(ds["train_cpu_time"].values).any())
+    n_rows = 2 if has_cpu else 1
+    fig, axes = plt.subplots(n_rows, len(models), figsize=(4.6 * len(models), 3.4 * n_rows), squeeze=False)
     colors = {"bp": "k", "ldfa": "tab:red"}
-    for ax, m in zip(axes[0], models):
+    for col, m in enumerate(models):
         d = ds.sel(model=m)
         steps = int(d["steps_per_epoch"])
-        for rule in d["rule"].values:
-            per_epoch = float(d["flops_per_step"].sel(rule=rule)) * steps
-            for k, seed in enumerate(d["seed"].values):
-                acc = 100 * d["test_accuracy"].sel(rule=rule, seed=seed).values
-                ok = np.isfinite(acc)
-                x = per_epoch * np.arange(1, len(acc) + 1)[ok]
-                ax.plot(x, acc[ok], "o-", ms=2.5, lw=1, color=colors.get(str(rule), None), alpha=0.8,
-                        label=(f"{rule}" + (f" r={d['ldfa_rank'].item()}" if rule == "ldfa" else "")) if k == 0
-                        else None)
-        ax.axhline(100 * float(np.nanmean(d["target_accuracy"].sel(rule="bp"))), color="0.5", ls=":",
-                   label=f"{100 * float(ds.attrs.get('fraction', 0.9)):.0f} % of BP's final")
-        ax.set_xscale("log")
-        ax.set_xlabel("training FLOPs (cumulative, per epoch end)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(m, fontsize=9)
-        ax.legend(fontsize=7)
+        for row in range(n_rows):
+            ax = axes[row, col]
+            for rule in d["rule"].values:
+                per_epoch = float(d["flops_per_step"].sel(rule=rule)) * steps
+                for k, seed in enumerate(d["seed"].values):
+                    acc = 100 * d["test_accuracy"].sel(rule=rule, seed=seed).values
+                    if row == 0:
+                        x = per_epoch * np.arange(1, len(acc) + 1)
+                    else:
+                        x = np.cumsum(d["train_cpu_time"].sel(rule=rule, seed=seed).values)
+                    ok = np.isfinite(acc) & np.isfinite(x)
+                    ax.plot(x[ok], acc[ok], "o-", ms=2.5, lw=1, color=colors.get(str(rule), None), alpha=0.8,
+                            label=(f"{rule}" + (f" r={d['ldfa_rank'].item()}" if rule == "ldfa" else ""))
+                            if k == 0 else None)
+            ax.axhline(100 * float(np.nanmean(d["target_accuracy"].sel(rule="bp"))), color="0.5", ls=":",
+                       label=f"{100 * float(ds.attrs.get('fraction', 0.9)):.0f} % of BP's final")
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on short ranges
+            ax.set_xlabel("training FLOPs (cumulative, per epoch end)" if row == 0 else
+                          "training CPU time, s (cumulative, per epoch end)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(m, fontsize=9)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)
+
+
+COMPUTE_COLUMNS = (("epochs_to_target", "epochs to 90 %"), ("flops_to_target", "FLOPs to 90 %"),
+                   ("cpu_time_to_target", "CPU s to 90 %"), ("wall_time_to_target", "wall s to 90 %"))
+"""(variable of the compute-to-target result, column of its table): mean and s.d. over seeds of each."""
 
 
 def _compute_table(ds: xr.Dataset) -> list[dict]:
@@ -626,23 +657,26 @@ def _compute_table(ds: xr.Dataset) -> list[dict]:
         for rule in d["rule"].values:
             row = {"condition": f"{m} {rule}" + (f" r={d['ldfa_rank'].item()}" if rule == "ldfa" else ""),
                    "FLOPs / step": float(d["flops_per_step"].sel(rule=rule))}
-            for var, text, scale in (("epochs_to_target", "epochs to 90 %", 1.0),
-                                     ("flops_to_target", "FLOPs to 90 %", 1.0),
-                                     ("wall_to_target", "wall s to 90 %", 1.0)):
-                v = scale * d[var].sel(rule=rule).values
+            for var, text in COMPUTE_COLUMNS:
+                # a result saved before CPU time was recorded (or with wall_to_target, its old name): NaN
+                v = d[var].sel(rule=rule).values if var in d else np.full(d.sizes["seed"], np.nan)
                 row[text] = float(np.mean(v))
                 row[f"{text} s.d."] = float(np.std(v, ddof=1)) if v.size > 1 else float("nan")
             row["n"] = int(np.isfinite(d["flops_to_target"].sel(rule=rule).values).sum())
+            row["n (times)"] = int(np.isfinite(d["cpu_time_to_target"].sel(rule=rule).values).sum()
+                                   if "cpu_time_to_target" in d else 0)
             rows.append(row)
     return rows
 
 
 COMPUTE_TO_TARGET = Experiment(
     name="compute_to_target",
-    description="training FLOPs (torch.utils.flop_counter, bioplastic.training.flops) and wall time for BP "
-                "and adaptive LDFA to reach 90 % of BP's final test accuracy, from the accuracy curves of the "
-                "MNIST-MLP comparison (LDFA r = 10) and the CNN comparison (cnn_small, LDFA at width / 4), per "
-                "seed; wall time on the machine and threads of the run (one thread on a shared CPU for cpu)",
+    description="training FLOPs (torch.utils.flop_counter, bioplastic.training.flops), CPU time and wall time "
+                "for BP and adaptive LDFA to reach 90 % of BP's final test accuracy, from the accuracy curves of "
+                "the MNIST-MLP comparison (LDFA r = 10) and the CNN comparison (cnn_small, LDFA at width / 4), per "
+                "seed; times of the training steps only (evaluation excluded), read at the same fractional epoch "
+                "as the FLOPs, on the machine and threads of the run (one thread on a shared CPU for cpu: its CPU "
+                "time does not count waiting for a core, its wall time does)",
     settings={
         "smoke": {"seeds": [0, 1], "fraction": 0.9},
         "cpu": {"seeds": [0, 1, 2], "fraction": 0.9},

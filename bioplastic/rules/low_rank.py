@@ -22,7 +22,8 @@ from bioplastic.rules.ops import DenseOps, target_rows
 __all__ = [
     "LDFA", "DirectLDFA", "FEEDBACK_LEARNING", "LEARNS", "KOLEN_POLLACK_MODES", "OJA_COVARIANCE",
     "oja_subspace_gradient", "oja_covariance_gradient", "oja_rows_gradient", "oja_rows", "target_rows",
-    "local_p_gradient", "kolen_pollack_q_gradient", "normative_gradients", "low_rank_feedback", "truncated_svd",
+    "local_p_gradient", "kolen_pollack_q_gradient", "from_weight_gradient", "sends_folded", "normative_gradients",
+    "low_rank_feedback", "truncated_svd",
     "svd_factors", "orthonormal_columns", "DenseOps",
 ]
 
@@ -169,7 +170,15 @@ def local_p_gradient(ops, p, q):
 
     ``ops.error``: ``delta`` (N, out), ``ops.h``: (N, in); ``p`` (out, r), ``q`` (r, in). Returns the shape
     of ``p``. Hanut & Kadmon (2025), arXiv:2502.20580 (v4).
+
+    Where the layout carries the layer's exact weight gradient (``ops.weight_gradient = delta^T h``) and the
+    rows outnumber the weights (convolutions: batch x positions; token rows), the same sum is taken as
+    ``(delta^T h) Q^T`` (per group): ``out in r`` multiply-adds instead of ``N r (in + out)``
+    (:func:`from_weight_gradient`).
     """
+    fast = from_weight_gradient(ops, p, q, "P")
+    if fast is not None:
+        return fast
     return ops.cross(ops.rows(ops.error), ops.rows(ops.drive(q))).reshape(p.shape)
 
 
@@ -177,9 +186,76 @@ def kolen_pollack_q_gradient(ops, z, q):
     """``grad_Q = (delta P)^T h = z^T h``: the feedback units' activity times the layer's input.
 
     Equals ``P^T grad_W`` (Kolen & Pollack 1994; Akrout et al. 2019, projected by ``P``). ``z`` (N, r),
-    ``ops.h`` (N, in); returns the shape of ``q`` (r, in).
+    ``ops.h`` (N, in); returns the shape of ``q`` (r, in). :func:`from_weight_gradient` takes the product
+    ``P^T grad_W`` instead where the layer's weight gradient is at hand and that is cheaper.
     """
     return ops.outer(z, q.shape)
+
+
+def _n_rows(ops) -> int:
+    """Rows ``N`` of the layer's error: batch (x tokens) for rows, batch x output positions for a convolution."""
+    e = ops.error
+    return e.numel() // e.shape[1]
+
+
+def from_weight_gradient(ops, p, q, which: str):
+    """``grad_P = (delta^T h) Q^T`` or ``grad_Q = P^T (delta^T h)`` from the layer's exact weight gradient.
+
+    ``delta^T (h Q^T) = (delta^T h) Q^T`` and ``(delta P)^T h = P^T (delta^T h)``: the sums over the rows
+    (batch, tokens, output positions) are the weight gradient's, which the executor computes anyway. Per group
+    of a grouped convolution, on the flattened kernel ``grad_W.view(C_out, -1)``. Issue 14: on a convolution
+    the row form needs two thin r-channel convolutions (``drive``, ``outer``) over every position.
+
+    Parameters
+    ----------
+    ops : layout
+        Its ``weight_gradient`` (shape of ``W``) must be the exact ``error^T h`` of its rows (the executor
+        sets it; the linear theory's moment rows carry none).
+    p, q : torch.Tensor
+        ``P`` (out, r/g) or (C_out, r/g, 1, 1), ``Q`` (r, in) or (r, C_in/g, k, k).
+    which : {"P", "Q"}
+
+    Returns
+    -------
+    torch.Tensor or None
+        Shaped like ``p`` (``"P"``) or ``q`` (``"Q"``); None where ``ops`` carries no weight gradient or the
+        row products cost fewer multiply-adds (``"P"``: ``N (in + out) <= out in`` per group; ``"Q"``:
+        ``N <= out``, e.g. an MLP layer of width 2048 on a batch of 256).
+    """
+    gw = getattr(ops, "weight_gradient", None)
+    if gw is None:
+        return None
+    groups = ops.groups
+    r_g = q.shape[0] // groups
+    out_g = p.shape[0] // groups
+    k = q[0].numel()
+    n = _n_rows(ops)
+    if which == "P":
+        if n * (k + out_g) <= out_g * k:
+            return None
+        if groups == 1:
+            return gw.reshape(out_g, k).mm(q.reshape(r_g, k).t()).reshape(p.shape)
+        return torch.bmm(gw.reshape(groups, out_g, k), q.reshape(groups, r_g, k).transpose(1, 2)).reshape(p.shape)
+    if which != "Q":
+        raise ValueError(f"from_weight_gradient: which must be 'P' or 'Q', got {which!r}")
+    if n <= out_g:
+        return None
+    if groups == 1:
+        return p.reshape(out_g, r_g).t().mm(gw.reshape(out_g, k)).reshape(q.shape)
+    return torch.bmm(p.reshape(groups, out_g, r_g).transpose(1, 2), gw.reshape(groups, out_g, k)).reshape(q.shape)
+
+
+def sends_folded(ops, p, q) -> bool:
+    """Whether ``g_in = (delta P) Q`` is cheaper as ``delta (P Q)`` (one product with the folded kernel).
+
+    Per group, the two thin products cost ``N r (out + in)`` multiply-adds, the folded one ``N out in`` plus
+    ``out r in`` to form ``P Q``: folding pays only near full rank (``r > out in / (out + in)``, e.g. ``r`` above
+    half the width of a square layer). Same maths, so the choice is by cost alone (issue 14).
+    """
+    groups = ops.groups
+    r_g, out_g, k = q.shape[0] // groups, p.shape[0] // groups, q[0].numel()
+    n = _n_rows(ops)
+    return n * r_g * (out_g + k) > out_g * k * (n + r_g)
 
 
 #: Bytes of ``W`` per row block of :func:`_w_products`: a block stays in a core's L2 cache between its two
@@ -234,7 +310,9 @@ def normative_gradients(p, q, w, groups: int = 1):
         qt = q.t()
         pt = p.t()
         if _one_pass(w, p, q):  # W Q^T and P^T W from one read of W (issue 14: memory-bound on a CPU)
-            wqt, ptw = _w_products(w, qt, pt)
+            # contiguous (K, r) and (r, out) copies (a few KiB): the skinny products with a transposed
+            # operand view ran 10-30 % slower (one thread, 2048 x 2048, r = 10)
+            wqt, ptw = _w_products(w, qt.contiguous(), pt.contiguous())
             return p.mm(q.mm(qt)).sub_(wqt), pt.mm(p).mm(q).sub_(ptw)
         grad_p = torch.addmm(p.mm(q.mm(qt)), w, qt, beta=1, alpha=-1)
         grad_q = torch.addmm(pt.mm(p).mm(q), pt, w, beta=1, alpha=-1)
@@ -408,7 +486,10 @@ class LDFA(Rule):
     :func:`oja_covariance_gradient` ``(c, p, *, normalise=True)``, :func:`local_p_gradient` ``(ops, p, q)``,
     :func:`kolen_pollack_q_gradient` ``(ops, z, q)``, :func:`normative_gradients` ``(p, q, w, groups=1)``,
     :func:`low_rank_feedback` ``(p, q, *, groups=1)`` (``P Q``) and :func:`svd_factors` ``(w, rank, *,
-    groups=1, generator=None)``.
+    groups=1, generator=None)``. Where the sums are taken is chosen by cost, never the result (issue 14):
+    :func:`from_weight_gradient` (``grad_W Q^T``, ``P^T grad_W`` when the executor's exact weight gradient is at
+    hand and the rows outnumber the weights: convolutions, token rows) and :func:`sends_folded` (``delta (P Q)``
+    near full rank).
     """
 
     name = "ldfa"
@@ -542,22 +623,13 @@ class LDFA(Rule):
         return {"P": p.reshape(shapes["P"]), "Q": q}
 
     # --- the error sent below and the gradients of P, Q --------------------------------------------------------
-    def _reads_z(self, need_x: bool, need) -> bool:
-        """Whether the backward reads ``z = delta P``: the error sent below ``z Q``, ``grad_Q = z^T h``
-        (all learning modes but ``normative``) or Oja's ``grad_P``."""
-        if need_x:
-            return True
-        mode = self.feedback_learning
-        if mode in ("fixed", "normative") or not any(need):
-            return False
-        return bool(need[1]) or (bool(need[0]) and mode == "oja")
-
     def send_error(self, ops, weight, feedback, z=None):
         """``g_in = (delta P) Q`` (``e`` for :class:`DirectLDFA`), clamped to ``error_clamp`` if set."""
         p, q = feedback
-        if z is None:
-            z = ops.compress(ops.error, p)
-        g = ops.send(z, q)
+        if z is None and sends_folded(ops, p, q):  # delta (P Q): one product, cheaper near full rank
+            g = ops.send(ops.error, low_rank_feedback(p, q, groups=ops.groups).reshape(p.shape[0], *q.shape[1:]))
+        else:
+            g = ops.send(ops.compress(ops.error, p) if z is None else z, q)
         return g if self.error_clamp is None else g.clamp(-self.error_clamp, self.error_clamp)
 
     def feedback_gradients(self, ops, weight, feedback, need, *, grad_w=None, z=None):
@@ -569,9 +641,16 @@ class LDFA(Rule):
         if mode == "normative":
             gp, gq = normative_gradients(ops.flat(p), ops.flat(q), ops.flat(weight), ops.groups)
             return [gp.reshape(p.shape) if need[0] else None, gq.reshape(q.shape) if need[1] else None]
-        if z is None and self._reads_z(False, need):
-            z = ops.compress(ops.error, p)
-        grad_q = kolen_pollack_q_gradient(ops, z, q) if need[1] else None
+        # z = delta P is computed here only where read (grad_Q in row form, Oja's grad_P); where the layout
+        # carries the exact weight gradient, grad_Q = P^T grad_W and local grad_P = grad_W Q^T need no rows
+        # (from_weight_gradient: chosen by cost)
+        grad_q = None
+        if need[1]:
+            grad_q = from_weight_gradient(ops, p, q, "Q")
+            if grad_q is None:
+                if z is None:
+                    z = ops.compress(ops.error, p)
+                grad_q = kolen_pollack_q_gradient(ops, z, q)
         grad_p = None
         if need[0]:
             if mode == "local":
@@ -581,14 +660,17 @@ class LDFA(Rule):
                 if covariance is not None:  # population moments (the linear theory): (C, normalise)
                     grad_p = oja_covariance_gradient(covariance[0], p, normalise=covariance[1])
                 else:
-                    grad_p = oja_rows_gradient(ops, p, z, source=self._oja_target_rows(ops), centre=self.oja_centre)
+                    source = self._oja_target_rows(ops)
+                    if z is None and source is None and not self.oja_centre:
+                        z = ops.compress(ops.error, p)
+                    grad_p = oja_rows_gradient(ops, p, z, source=source, centre=self.oja_centre)
         return [grad_p, grad_q]
 
     def backward(self, ops, weight, feedback, need_x, need, *, grad_w=None):
-        """``(g_in, [grad_P, grad_Q])`` sharing ``z = delta P``, computed only when read."""
-        z = ops.compress(ops.error, feedback[0]) if self._reads_z(need_x, need) else None
+        """``(g_in, [grad_P, grad_Q])`` sharing ``z = delta P`` (computed once, only where read)."""
+        z = ops.compress(ops.error, feedback[0]) if need_x and not sends_folded(ops, *feedback) else None
         g_in = self.send_error(ops, weight, feedback, z) if need_x else None
-        return g_in, self.feedback_gradients(ops, weight, feedback, need, z=z)
+        return g_in, self.feedback_gradients(ops, weight, feedback, need, grad_w=grad_w, z=z)
 
     def _oja_target_rows(self, ops):
         """Target rows for Oja's covariance of this layer (``oja_covariance``), ``None`` for the error rows.

@@ -269,7 +269,8 @@ def compare(
         Dims ``rule``, ``rank``, ``seed``, ``epoch``, ``layer``; variables ``train_loss``,
         ``test_loss``, ``test_accuracy`` (fraction), per-layer alignment (``update_cosine``,
         ``feedback_angle``, ``subspace_angle``), ``status``, ``epochs_completed``, ``wall_time`` (s),
-        ``run_config``; attrs ``config`` (JSON), ``classes`` (the dataset's class indices trained on,
+        ``run_config``; per epoch ``train_wall_time`` and ``train_cpu_time`` (s: wall-clock and process CPU
+        time of the epoch's training steps, evaluation excluded); attrs ``config`` (JSON), ``classes`` (the dataset's class indices trained on,
         in label order) and ``bioplastic_version``.
 
     Raises

@@ -19,7 +19,9 @@ count_step_flops   FLOPs of one forward + backward pass of a model on a batch
 convert_like_training   a model spec's model converted to a rule exactly as :func:`bioplastic.compare` does
 step_flops         FLOPs per training step of BP and LDFA at several ranks, per model spec (xarray Dataset)
 epochs_to_target   fractional epoch at which an accuracy curve first reaches a target
-flops_to_target    FLOPs to reach a fraction of the final accuracy, per run of a comparison result
+time_to_target     seconds to a fractional epoch, from per-epoch times (interpolated like the FLOPs)
+flops_to_target    FLOPs (and wall / CPU seconds) to reach a fraction of the final accuracy, per run of a
+                   comparison result
 
 ``analyses/compute_savings.py`` adds measured step times and the figure.
 """
@@ -38,8 +40,8 @@ import torch.nn.functional as F
 import xarray as xr
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-__all__ = ["count_step_flops", "convert_like_training", "step_flops", "epochs_to_target", "flops_to_target",
-           "input_shape"]
+__all__ = ["count_step_flops", "convert_like_training", "step_flops", "epochs_to_target", "time_to_target",
+           "flops_to_target", "input_shape"]
 
 _aten = torch.ops.aten
 _ATTENTION_OPS: dict[Any, Any] = {}
@@ -288,6 +290,53 @@ def epochs_to_target(accuracy: Any, target: float) -> float:
     return float(i + (target - prev) / (acc[i] - prev))
 
 
+def time_to_target(epoch_times: Any, epochs: float) -> float:
+    """Seconds of training to reach a fractional number of epochs, from each epoch's time.
+
+    The cumulative time is interpolated linearly within an epoch, exactly as :func:`flops_to_target` reads
+    FLOPs (every step of an epoch is taken to cost the same): with ``epochs = k + f`` (``k`` whole epochs,
+    ``0 <= f < 1``) the time is ``t_1 + ... + t_k + f * t_(k+1)``. Paired with :func:`epochs_to_target`, it
+    gives the wall-clock or CPU time to a target accuracy from the ``train_wall_time`` / ``train_cpu_time``
+    curves of :func:`bioplastic.compare` (evaluation excluded).
+
+    Parameters
+    ----------
+    epoch_times : array-like, shape (epochs,)
+        Seconds of each epoch's training, epoch 1 first (NaN for epochs whose time was not recorded).
+    epochs : float
+        Fractional epochs, e.g. from :func:`epochs_to_target`; NaN gives NaN.
+
+    Returns
+    -------
+    float
+        Seconds; NaN if ``epochs`` is NaN or an epoch it needs has no recorded time.
+
+    Raises
+    ------
+    ValueError
+        ``epoch_times`` not 1-D, or ``epochs`` negative or beyond the epochs given.
+
+    Examples
+    --------
+    >>> time_to_target([10.0, 20.0, 30.0], 2.5)
+    45.0
+    """
+    t = np.asarray(epoch_times, dtype=float)
+    if t.ndim != 1:
+        raise ValueError(f"epoch_times must be 1-D (one time per epoch), got shape {t.shape}")
+    e = float(epochs)
+    if math.isnan(e):
+        return math.nan
+    if not 0 <= e <= len(t):
+        raise ValueError(f"epochs={e!r} lies outside the {len(t)} epochs whose times are given")
+    whole = int(math.floor(e))
+    part = e - whole
+    total = float(t[:whole].sum())
+    if part > 0:
+        total += part * float(t[whole])
+    return total  # NaN propagates from any epoch needed
+
+
 def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float = 0.9,
                     batch_size: int | None = None, device: str = "cpu") -> xr.Dataset:
     """FLOPs to reach ``fraction`` of the final accuracy, for each run of a comparison result.
@@ -313,7 +362,11 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
     -------
     xarray.Dataset
         ``flops_per_step`` (rule, rank), ``epochs_to_target`` and ``flops_to_target`` (rule, rank, seed),
-        ``target_accuracy`` (rule, rank, seed), ``saving_vs_bp`` (rule, rank): 1 - seed-mean FLOPs / BP's.
+        ``target_accuracy`` (rule, rank, seed), ``saving_vs_bp`` (rule, rank): 1 - seed-mean FLOPs / BP's;
+        ``wall_time_to_target`` and ``cpu_time_to_target`` (rule, rank, seed; s): the run's
+        ``train_wall_time`` / ``train_cpu_time`` read at the fractional epoch to target by
+        :func:`time_to_target` (training steps only, evaluation excluded; NaN where the curves have no
+        per-epoch times, e.g. results written before bioplastic recorded them).
 
     Raises
     ------
@@ -339,13 +392,14 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
     if train_cfg.get("max_train"):
         n_train = min(n_train, int(train_cfg["max_train"]))
     steps_per_epoch = math.ceil(n_train / batch)
+    curves = upgrade_results(curves)  # per-epoch times as NaN where an old file lacks them
     acc = curves["test_accuracy"]
     final = acc.isel(epoch=-1)
     labels = [str(v) for v in curves["rule"].values]
     base_rules = [str(v) for v in curves["base_rule"].values] if "base_rule" in curves else labels
     fls = [str(v) for v in curves["feedback_learning"].values] if "feedback_learning" in curves else [""] * len(labels)
     ranks = [int(r) for r in curves["rank"].values]
-    fractions = upgrade_results(curves)["rank_fraction"].values
+    fractions = curves["rank_fraction"].values
     if target == "bp":
         if "bp" not in labels:
             raise ValueError("target 'bp' needs a 'bp' run in the curves file")
@@ -379,6 +433,11 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
                 t = fraction * (bp_final if target == "bp" else float(curve[np.isfinite(curve)][-1]))
                 tgt[i, j, s] = t
                 ep[i, j, s] = epochs_to_target(curve, t)
+    times = {}
+    for name, var in (("wall_time_to_target", "train_wall_time"), ("cpu_time_to_target", "train_cpu_time")):
+        per_epoch = curves[var].transpose("rule", "rank", "seed", "epoch").values
+        times[name] = np.array([[[time_to_target(per_epoch[i, j, s], ep[i, j, s]) for s in range(n_seed)]
+                                 for j in range(len(ranks))] for i in range(len(labels))]).reshape(ep.shape)
     to_target = ep * steps_per_epoch * flops[:, :, None]
     finite = np.isfinite(to_target)
     mean = np.where(finite.any(axis=2), np.where(finite, to_target, 0).sum(axis=2) / np.maximum(finite.sum(axis=2), 1),
@@ -392,6 +451,12 @@ def flops_to_target(curves: xr.Dataset, *, target: str = "bp", fraction: float =
             "target_accuracy": (("rule", "rank", "seed"), tgt),
             "flops_to_target": (("rule", "rank", "seed"), to_target, {"units": "FLOP"}),
             "saving_vs_bp": (("rule", "rank"), 1 - mean / bp_cost),
+            "wall_time_to_target": (("rule", "rank", "seed"), times["wall_time_to_target"], {
+                "units": "s", "long_name": "wall-clock time of the training steps to the target (train_wall_time "
+                                           "interpolated within the epoch)"}),
+            "cpu_time_to_target": (("rule", "rank", "seed"), times["cpu_time_to_target"], {
+                "units": "s", "long_name": "CPU time of the training steps to the target (train_cpu_time "
+                                           "interpolated within the epoch)"}),
         },
         coords=coords,
         attrs={"target": target, "fraction": float(fraction), "steps_per_epoch": int(steps_per_epoch),

@@ -33,8 +33,10 @@ Conventions of the grid
     yet: a comparison interrupted mid-way) or ``"not_applicable"``. ``"diverged"`` and ``"at_chance"`` runs are
     finished (resuming does not retrain them) but flagged in the table and the figure.
 
-The only field that differs between two runs of the same command is ``wall_time`` (seconds); compare
-results with :func:`bioplastic.testing.assert_results_equal` (it leaves out :data:`WALL_CLOCK_VARIABLES`).
+The only fields that differ between two runs of the same command are the times (seconds): ``wall_time`` of
+the run and, per epoch, ``train_wall_time`` and ``train_cpu_time`` of its training steps (:data:`EPOCH_TIMES`);
+compare results with :func:`bioplastic.testing.assert_results_equal` (it leaves out
+:data:`WALL_CLOCK_VARIABLES`).
 
 Format versions (``attrs["results_format"]``, :data:`RESULTS_FORMAT`): 1 (no such attribute; files written
 before it was introduced): no ``rank_label``; :func:`load_results` converts it. 2: ``rank_label``. A file of a newer
@@ -77,7 +79,15 @@ FLAGGED_STATUSES = ("diverged", "at_chance")
 CHANCE_STANDARD_ERRORS = 3.0
 """A finished run is ``"at_chance"`` when its final test accuracy is at most the chance level plus this many
 binomial standard errors of a chance-level classifier on the test set (:func:`chance_threshold`)."""
-WALL_CLOCK_VARIABLES = ("wall_time",)
+EPOCH_TIMES = {
+    "train_wall_time": "wall-clock time of the epoch's training steps, evaluation excluded (machine-dependent)",
+    "train_cpu_time": "CPU time (time.process_time: user + system, every thread of the process) of the epoch's "
+                      "training steps, evaluation excluded; with one thread it does not count waiting for a core "
+                      "(machine-dependent)",
+}
+"""Per-epoch times of a run (dims ... ``epoch``, units s), beside the run's total ``wall_time``. Results written
+before bioplastic recorded them read as NaN (:func:`upgrade_results`)."""
+WALL_CLOCK_VARIABLES = ("wall_time", *EPOCH_TIMES)
 """Variables that depend on the machine's speed, not on the computation (exclude them to compare)."""
 
 RESULTS_FILE = "results.nc"
@@ -329,6 +339,10 @@ def run_to_dataset(result: Any, *, rule: str, feedback_learning: str | None, ran
     data_vars["status"] = ((), status)
     data_vars["epochs_completed"] = ((), int(result.epochs_completed))
     data_vars["wall_time"] = ((), float(result.seconds if wall_time is None else wall_time))
+    for name in EPOCH_TIMES:  # a RunResult without them (made before they were recorded): NaN
+        values = getattr(result, name, None)
+        values = np.full(epochs, np.nan) if values is None or np.size(values) == 0 else pad(values, name)
+        data_vars[name] = ("epoch", _as_float_array(values, epochs, name), {"units": "s"})
     data_vars["run_config"] = ((), json.dumps(result.config, sort_keys=True, default=str))
     coords = {
         "epoch": np.arange(1, epochs + 1), "layer": np.array(layers, dtype=str),
@@ -383,8 +397,10 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
         ``test_accuracy`` (rule, rank, seed, epoch); the per-layer alignment measures of
         :func:`bioplastic.nn.alignment` (``update_cosine``, ``feedback_angle``, ``subspace_angle``;
         rule, rank, seed, epoch, layer); ``status`` (str), ``epochs_completed`` (int), ``wall_time``
-        (s) and ``run_config`` (JSON of the run's ``TrainConfig``) per (rule, rank, seed). NaN where
-        nothing was run.
+        (s) and ``run_config`` (JSON of the run's ``TrainConfig``) per (rule, rank, seed);
+        ``train_wall_time`` and ``train_cpu_time`` (rule, rank, seed, epoch; s): wall-clock and CPU time of
+        each epoch's training steps (:data:`EPOCH_TIMES`). NaN where nothing was run (the times also where a
+        run was saved before bioplastic recorded them).
 
     Raises
     ------
@@ -403,6 +419,7 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
     status = np.full(shape, "not_applicable", dtype=object)
     done = np.zeros(shape, dtype=np.int64)
     wall = np.full(shape, np.nan)
+    times = {name: np.full((*shape, epochs), np.nan) for name in EPOCH_TIMES}
     run_config = np.full(shape, "", dtype=object)
     if requested is None:
         requested = {(str(ds["rule"].values), int(ds["rank"]), int(ds["seed"])) for ds in runs}
@@ -435,6 +452,9 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
         status[idx] = str(ds["status"].values)
         done[idx] = int(ds["epochs_completed"])
         wall[idx] = float(ds["wall_time"])
+        for name in EPOCH_TIMES:  # absent from runs saved before they were recorded: NaN
+            if name in ds:
+                times[name][idx] = ds[name].values
         run_config[idx] = str(ds["run_config"].values)
 
     grid = ("rule", "rank", "seed")
@@ -450,6 +470,8 @@ def merge_runs(runs: Sequence[xr.Dataset], *, rules: Sequence[tuple[str, str | N
     data_vars["epochs_completed"] = xr.Variable(grid, done, attrs={"long_name": "epochs trained"})
     data_vars["wall_time"] = xr.Variable(grid, wall, attrs={
         "long_name": "wall-clock training time of the run (machine-dependent)", "units": "s"})
+    for name, long_name in EPOCH_TIMES.items():
+        data_vars[name] = xr.Variable((*grid, "epoch"), times[name], attrs={"long_name": long_name, "units": "s"})
     data_vars["run_config"] = xr.Variable(grid, run_config.astype(str), attrs={
         "long_name": "the run's TrainConfig as JSON (empty where not run)"})
     coords = {
@@ -498,7 +520,9 @@ def upgrade_results(ds: xr.Dataset, source: str | os.PathLike | None = None) -> 
     """Comparison results of an older format (:data:`RESULTS_FORMAT`) converted to the current one.
 
     Format 1 (no ``results_format`` attribute) gains the ``rank_label`` (and, where missing, the
-    ``rank_fraction``) coordinate; a current Dataset is returned unchanged.
+    ``rank_fraction``) coordinate. Results of either format written before bioplastic recorded per-epoch times
+    gain ``train_wall_time`` and ``train_cpu_time`` as NaN, with a ``note`` attribute saying why (the format
+    number is unchanged: newer files only add these variables). A current Dataset is returned unchanged.
 
     Parameters
     ----------
@@ -532,6 +556,7 @@ def upgrade_results(ds: xr.Dataset, source: str | os.PathLike | None = None) -> 
     if "rule" not in ds.dims or "rank" not in ds.dims:
         raise ValueError(f"{where}not the results of bioplastic.compare (dims {tuple(ds.dims)}, written by "
                          f"bioplastic {version})")
+    ds = _with_epoch_times(ds)
     if fmt == RESULTS_FORMAT:
         return ds
     log.info("%sconverting results format %d (bioplastic %s) to %d", where, fmt, version, RESULTS_FORMAT)
@@ -541,6 +566,20 @@ def upgrade_results(ds: xr.Dataset, source: str | os.PathLike | None = None) -> 
     ds = ds.assign_coords(coords)
     ds.attrs["results_format"] = RESULTS_FORMAT
     return ds
+
+
+def _with_epoch_times(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with the :data:`EPOCH_TIMES` it lacks (results written before they were recorded) as NaN, with a
+    ``note`` saying so (``wall_time``, the run's total, is still there)."""
+    missing = [name for name in EPOCH_TIMES if name not in ds]
+    if not missing or "epoch" not in ds.dims:
+        return ds
+    grid = tuple(d for d in ("rule", "rank", "seed", "epoch") if d in ds.dims)
+    shape = tuple(ds.sizes[d] for d in grid)
+    return ds.assign({name: xr.Variable(grid, np.full(shape, np.nan), attrs={
+        "long_name": EPOCH_TIMES[name], "units": "s",
+        "note": "not recorded: these results were written before bioplastic recorded per-epoch times"})
+        for name in missing})
 
 
 def results_path(out: str | os.PathLike) -> Path:

@@ -65,6 +65,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "diverged")
+HISTORY_TIMES = ("train_wall_time", "train_cpu_time")
+"""Per-epoch times in the history (seconds of the epoch's training steps, evaluation excluded): wall-clock
+(:func:`time.perf_counter`) and process CPU time (:func:`time.process_time`)."""
 
 
 @dataclass
@@ -100,6 +103,13 @@ class RunResult:
         epochs not run in this call (e.g. restored from a checkpoint).
     device : str
         The device the run used.
+    train_wall_time, train_cpu_time : numpy.ndarray
+        Shape (epochs,), seconds: wall-clock time and CPU time (:func:`time.process_time`: user + system time
+        of every thread of the process) of each epoch's training steps, without evaluation; from the
+        history, so epochs restored from a checkpoint keep the times recorded when they ran. NaN for epochs
+        not run (and for epochs of a checkpoint written before bioplastic recorded them). On a shared machine
+        the CPU time of a one-thread run does not count the time spent waiting for a core; with several
+        threads it is their sum (core-seconds). On a GPU it is the host's time only.
     """
 
     config: dict
@@ -114,6 +124,8 @@ class RunResult:
     seconds: float
     epoch_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
     device: str = "cpu"
+    train_wall_time: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    train_cpu_time: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -302,6 +314,8 @@ def train(
             "train_loss": [math.nan] * epochs,
             "test_loss": [math.nan] * epochs,
             "test_accuracy": [math.nan] * epochs,
+            "train_wall_time": [math.nan] * epochs,  # s, the epoch's training steps (no evaluation)
+            "train_cpu_time": [math.nan] * epochs,  # s, time.process_time() over the same steps
             "alignment": {},
             "layers": [],
             "status": "ok",
@@ -320,6 +334,8 @@ def train(
                 scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"], order_gen, aug_gen, device)
             history = state["history"]
+            for name in HISTORY_TIMES:  # a checkpoint written before the times were recorded: NaN
+                history.setdefault(name, [math.nan] * epochs)
             start_epoch = int(state["epoch"])
             log.info("resuming %s/%s from %s after epoch %d", config.rule, spec_name, checkpoint_path, start_epoch)
 
@@ -369,7 +385,7 @@ def train(
             for epoch in range(start_epoch, epochs):
                 if history["status"] != "ok":
                     break
-                t_epoch = time.perf_counter()
+                t_epoch, cpu_epoch = time.perf_counter(), time.process_time()
                 model.train()
                 perm = torch.randperm(n_train, generator=order_gen).to(device)
                 loss_sum = torch.zeros((), device=device)
@@ -414,6 +430,7 @@ def train(
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 epoch_seconds[epoch] = time.perf_counter() - t_epoch
+                cpu_seconds = time.process_time() - cpu_epoch
 
                 test_loss, test_acc = evaluate(
                     raw_model,
@@ -425,6 +442,8 @@ def train(
                 )
                 values = torch.stack([train_loss.float(), test_loss.float(), test_acc.float()]).cpu().tolist()
                 finite = all(math.isfinite(v) for v in values)
+                history["train_wall_time"][epoch] = float(epoch_seconds[epoch])  # also for a diverging epoch
+                history["train_cpu_time"][epoch] = float(cpu_seconds)
                 if finite:
                     history["train_loss"][epoch], history["test_loss"][epoch] = values[0], values[1]
                     history["test_accuracy"][epoch] = values[2]
@@ -484,4 +503,6 @@ def train(
         seconds=time.perf_counter() - t_start,
         epoch_seconds=epoch_seconds,
         device=str(device),
+        train_wall_time=np.asarray(history["train_wall_time"], dtype=float),
+        train_cpu_time=np.asarray(history["train_cpu_time"], dtype=float),
     )
