@@ -842,11 +842,11 @@ RECEPTIVE_FIELDS = Experiment(
                 "centre-surround and orientation indices, pooled over seeds and compared by Mann-Whitney U "
                 "tests (rank-biserial effect sizes), next to the V1 cells of Ringach et al. (2002). cpu: all "
                 "50,000 images area-averaged to 24x24 pixels, retina 16 channels with an output of 8 (1 for the "
-                "control), two VVS layers of 8 channels, FC 128, no batch norm, Adam lr 1e-3, 3 epochs, LDFA r = 1, "
-                "bottleneck 1 channel, 3 seeds",
+                "control), two VVS layers of 8 channels, FC 128, no batch norm, Adam lr 1e-3, 3 epochs, LDFA r = 1 "
+                "and 4, bottlenecks of 1 and 2 channels, 3 seeds",
     settings={
         "smoke": {"seeds": [0, 1], "ranks": [1], "bottlenecks": [2], "analysis_budget": "small"},
-        "cpu": {"seeds": [0, 1, 2], "ranks": [1], "bottlenecks": [1], "analysis_budget": "cpu"},
+        "cpu": {"seeds": [0, 1, 2], "ranks": [1, 4], "bottlenecks": [1, 2], "analysis_budget": "cpu"},
         "gpu": {"seeds": [0, 1, 2], "ranks": [1, 2, 4, 32], "bottlenecks": [1, 2, 4], "analysis_budget": "paper"},
     },
     run=_run_receptive_fields, needs=("cifar10", "analyses/receptive_fields.py"), plot=_plot_receptive_fields,
