@@ -185,22 +185,26 @@ def _cpu_peak_bytes(fn) -> float:
 
 
 def main(argv: list[str] | None = None) -> xr.Dataset:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_Formatter)
     parser.add_argument("--out", type=Path, help="output folder (required unless --table)")
     parser.add_argument("--models", default="mlp,cnn_small,vit_small", help=f"comma-separated: {', '.join(MODELS)}")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated subset of: {', '.join(VARIANTS)} (plain is required; the BioTorch "
+                             f"peer {', '.join(PEER_VARIANTS)} is added by --peer)")
     parser.add_argument("--peer", choices=("auto", "biotorch", "none"), default="auto",
                         help="add BioTorch's fa / usf / dfa (auto: where importable; biotorch: required)")
     parser.add_argument("--peer-models", default="mlp,cnn_small",
                         help="models the peer runs on (BioTorch converts Linear and Conv2d layers)")
-    parser.add_argument("--rank-mlp", type=int, default=10)
+    parser.add_argument("--rank-mlp", type=int, default=10, help="LDFA rank of the MLP")
     parser.add_argument("--rank-conv", type=int, default=4, help="LDFA rank of the CNN and ViT")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="alternated repeats (medians and IQR over them)")
     parser.add_argument("--steps", type=int, default=3, help="consecutive steps timed per repeat (mean per step)")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="torch device (cuda: peak memory from its allocator)")
     parser.add_argument("--label", default="", help="free text stored in the attributes (e.g. the commit)")
     parser.add_argument("--table", type=Path, nargs="+", default=None,
                         help="print the table of existing step_time.nc file(s) and exit (no measurement); "

@@ -233,7 +233,12 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     for i, cid in enumerate(ds["claim"].values):
         n = int(ds["n"].values[i])
         measured = "" if n == 0 else f"  {float(ds['seed_mean'].values[i]):.4g} (n={n})"
-        sys.stdout.write(f"{str(cid):{width}s}  {ds['verdict'].values[i]}{measured}\n")
+        verdict = str(ds["verdict"].values[i])
+        why = f"  ({ds['reason'].values[i]})" if n == 0 and str(ds["reason"].values[i]) else ""
+        sys.stdout.write(f"{str(cid):{width}s}  {verdict}{measured}{why}\n")
+    if args.budget == "smoke":
+        sys.stdout.write("\n(smoke budget: barely trained networks; these verdicts test the plumbing and mean "
+                         "nothing about the paper)\n")
     sys.stdout.write(f"\nclaims: {args.out}/{CLAIMS_FILE}\nreport: {args.out}/{REPORT_FILE}\n")
     return 0
 

@@ -133,14 +133,18 @@ class Experiment:
         for need in self.needs:
             if need == "cifar10":
                 if ctx.cifar10 is None:
-                    return ("CIFAR-10 not found: give --data-path (the shared data folder or a CIFAR-10 folder) or "
-                            "set BIOPLASTIC_SHARED_DATA")
+                    where = ("no data folder was given" if ctx.data_root is None
+                             else f"no CIFAR-10 (cifar-10-batches-py) under {ctx.data_root}")
+                    return (f"CIFAR-10 not found ({where}): give --data-path (the shared data folder or a CIFAR-10 "
+                            "folder) or set BIOPLASTIC_SHARED_DATA")
             elif need == "kriegeskorte2008":
                 f = None if ctx.data_root is None else (
                     ctx.data_root / "kriegeskorte2008" / "Kriegeskorte_Neuron2008_supplementalData.mat")
                 if f is None or not f.exists():
+                    where = "no data folder was given" if f is None else f"looked for {f}"
                     return ("the IT data (kriegeskorte2008/Kriegeskorte_Neuron2008_supplementalData.mat) were not "
-                            "found: give --data-path (the shared data folder) or set BIOPLASTIC_SHARED_DATA")
+                            f"found ({where}): give --data-path (the shared data folder) or set "
+                            "BIOPLASTIC_SHARED_DATA")
             elif need == "rate_twin":
                 if _twin_function() is None:
                     return ("needs the autograd twin of the rate network (bioplastic.rate.compare_with_twin: the "

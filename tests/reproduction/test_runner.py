@@ -393,3 +393,18 @@ def test_receptive_field_seeds_are_reused_by_runs_with_other_seed_lists(tmp_path
     other["ranks"] = [2]  # other settings: nothing is reused
     _run_receptive_fields(ctx, other)
     assert trained == [0, 1, 2, 0]
+
+
+def test_console_names_why_a_claim_was_not_run_and_the_folder_searched(fake_registry, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.delenv("BIOPLASTIC_SHARED_DATA", raising=False)
+    empty = tmp_path / "data"
+    empty.mkdir()
+    assert main(["reproduce", "--budget", "smoke", "--out", str(tmp_path / "r"), "--claims", "above,needs_cifar",
+                 "--data-path", str(empty)]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("needs_cifar"))
+    assert "not run at this budget" in line and "CIFAR-10 not found" in line and str(empty) in line
+    assert "smoke budget" in out  # the caveat that smoke verdicts mean nothing
+    above = next(ln for ln in out.splitlines() if ln.startswith("above"))
+    assert "(" not in above.split("reproduced", 1)[1].replace("(n=", "")  # measured claims carry no reason
