@@ -53,6 +53,28 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "small": {"dataset": "cifar10", "model": "cnn_small", "rules": "bp,fa,ldfa", "ranks": "4",
               "feedback_learning": "normative", "seeds": "0", "epochs": 1, "max_train": 512},
 }
+def setup(budget: str, *, epochs: int | None = None, max_train: int | None = None) -> dict[str, Any]:
+    """The resolved set-up of ``budget`` that the options given explicitly do not fix: the dataset, the model
+    and its spec (``models/<model>.toml``, its ``[training]`` recipe included), epochs and training-set size.
+
+    ``bioplastic reproduce`` stores it with its result, so that a result measured with another set-up (an edited
+    budget or model spec) is never reused.
+
+    Raises
+    ------
+    ValueError
+        Unknown budget (the message lists the valid ones).
+    """
+    from bioplastic._checks import check_choice
+    from bioplastic.architectures import load_spec
+
+    check_choice("budget", budget, tuple(BUDGETS))
+    cfg = BUDGETS[budget]
+    return {"dataset": cfg["dataset"], "model": cfg["model"], "spec": dict(load_spec(cfg["model"])),
+            "epochs": cfg["epochs"] if epochs is None else epochs,
+            "max_train": cfg["max_train"] if max_train is None else max_train}
+
+
 # Raw pixel range of each training set's stored images (the 92 images are 0-255 uint8).
 _RAW_MAX = {"digits": 16}
 UNTRAINED = "untrained"

@@ -907,6 +907,13 @@ RATE_NETWORK = Experiment(
 
 
 # ------------------------------------------------------------------------------------------ IT similarity
+def _rsa_setup(s: Mapping[str, Any]) -> dict[str, Any]:
+    """``analyses/rsa_it.py``'s resolved set-up (dataset, model spec, epochs, training-set size): part of the
+    settings, so that an edited analysis budget or model spec is never answered by a stored result."""
+    return analysis_module("rsa_it.py").setup(s["analysis_budget"], epochs=s.get("epochs"),
+                                              max_train=s.get("max_train"))
+
+
 def _run_rsa_it(ctx: Context, s: Mapping[str, Any]) -> xr.Dataset:
     mod = analysis_module("rsa_it.py")
     argv = ["--out", str(ctx.out), "--data", str(ctx.data_root), "--budget", s["analysis_budget"],
@@ -955,7 +962,8 @@ RSA_IT = Experiment(
         "cpu": {"seeds": [0, 1, 2], "rank": 8, "analysis_budget": "full", "epochs": 4, "max_train": 5000},
         "gpu": {"seeds": [0, 1, 2], "rank": 8, "analysis_budget": "full"},
     },
-    run=_run_rsa_it, needs=("cifar10", "kriegeskorte2008", "analyses/rsa_it.py"), table=_rsa_table)
+    run=_run_rsa_it, needs=("cifar10", "kriegeskorte2008", "analyses/rsa_it.py"), table=_rsa_table,
+    setup=_rsa_setup)
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (

@@ -408,3 +408,23 @@ def test_console_names_why_a_claim_was_not_run_and_the_folder_searched(fake_regi
     assert "smoke budget" in out  # the caveat that smoke verdicts mean nothing
     above = next(ln for ln in out.splitlines() if ln.startswith("above"))
     assert "(" not in above.split("reproduced", 1)[1].replace("(n=", "")  # measured claims carry no reason
+
+
+def test_it_settings_carry_the_analysis_budget_set_up(monkeypatch):
+    """The IT comparison's settings hold analyses/rsa_it.py's resolved set-up: editing its budget or the model's
+    recipe changes the settings, so a stored result of the old set-up is not reused."""
+    from bioplastic.architectures import load_spec
+    from bioplastic.reproduction.experiments import analysis_module
+
+    mod = analysis_module("rsa_it.py")
+    exp = EXPERIMENTS["rsa_it"]
+    for budget in BUDGETS:
+        s = exp.settings_for(budget)
+        assert s["setup"] == json.loads(json.dumps(mod.setup(s["analysis_budget"], epochs=s.get("epochs"),
+                                                             max_train=s.get("max_train"))))
+        assert s["setup"]["model"] == "cnn_small" and s["setup"]["spec"] == json.loads(json.dumps(dict(load_spec("cnn_small"))))
+    assert exp.settings_for("cpu")["setup"]["epochs"] == 4  # the experiment's own epochs win over the budget's
+    before = exp.settings_for("gpu")  # takes its epochs from the analysis budget
+    monkeypatch.setitem(mod.BUDGETS, "full", {**mod.BUDGETS["full"], "epochs": mod.BUDGETS["full"]["epochs"] + 1})
+    after = exp.settings_for("gpu")
+    assert after["setup"]["epochs"] == before["setup"]["epochs"] + 1 and after != before
