@@ -150,7 +150,7 @@ class ConvOps:
         # stride 1: the transposed convolution is the convolution with the flipped, per-group transposed kernel
         # and padding dilation (k - 1) - padding; on a CPU ~1.5x faster than conv_transpose2d for the thin
         # r-channel error (issue 14)
-        if self.stride == (1, 1) or list(self.stride) == [1, 1]:
+        if tuple(self.stride) == (1, 1):
             pad = [self.dilation[i] * (m.shape[2 + i] - 1) - self.padding[i] for i in range(2)]
             if min(pad) >= 0:
                 g = self.groups
